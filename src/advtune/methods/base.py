@@ -1,0 +1,152 @@
+"""The method protocol: every training method is a :class:`Method` with a :class:`MethodConfig`.
+
+Two seams:
+
+* single-backward methods implement :meth:`Method.compute_loss`; the default :meth:`Method.step`
+  calls it and hands the loss to ``backward``;
+* multi-backward methods (FreeLB, FreeAT, ...) override :meth:`Method.step` and call ``backward``
+  themselves, once per pass.
+
+A method never touches the optimizer, the scheduler, ``zero_grad`` or devices: ``backward`` is
+injected (the Trainer passes ``accelerator.backward`` with gradient-accumulation scaling), so the
+same class runs under :class:`advtune.trainer.AdversarialTrainer`, accelerate or a plain loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import UsageError
+
+Backward = Callable[[torch.Tensor], None]
+
+
+class StepOutput(NamedTuple):
+    """What one training step returns: the loss to report and scalar diagnostics to log."""
+
+    loss: torch.Tensor
+    metrics: dict[str, float]
+
+
+@dataclass
+class MethodConfig:
+    """Base of every method's hyper-parameters (flat dataclass: fields become CLI flags).
+
+    Subclasses add ``adv_*`` fields with ``metadata={"help": ...}`` and the paper's default, and
+    extend :meth:`validate`. Invalid values raise :class:`advtune.errors.UsageError` naming the field.
+    """
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:  # pragma: no cover - overridden
+        pass
+
+    # helpers for validate()
+    def _check(self, ok: bool, name: str, why: str) -> None:
+        if not ok:
+            raise UsageError(f"invalid {name}={getattr(self, name)!r}: {why}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def cfg_field(default: Any, help: str, **kwargs: Any) -> Any:  # noqa: A002 - mirrors dataclasses
+    """``dataclasses.field`` with a help string (shown by ``advtune train --help``)."""
+    return field(default=default, metadata={"help": help, **kwargs.pop("metadata", {})}, **kwargs)
+
+
+class Method:
+    """A training method. Subclasses set ``name``, ``config_class`` and ``paper``."""
+
+    name: ClassVar[str] = ""
+    config_class: ClassVar[type[MethodConfig]] = MethodConfig
+    paper: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, config: MethodConfig | None = None, **overrides: Any) -> None:
+        if config is None:
+            config = self.config_class(**overrides)
+        elif overrides:
+            config = dataclasses.replace(config, **overrides)
+        if not isinstance(config, self.config_class):
+            raise UsageError(f"method '{self.name}' expects a {self.config_class.__name__}, got {type(config).__name__}")
+        self.config = config
+        # Set by the trainer: a context manager factory that disables DDP gradient sync for inner passes.
+        self.no_sync: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+
+    # ------------------------------------------------------------------ protocol
+    @property
+    def replays(self) -> int:
+        """Optimizer steps per mini-batch (FreeAT / YOPO replay each batch this many times)."""
+        return int(getattr(self.config, "adv_replays", 1) or 1)
+
+    def setup(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Adapt the model before training (add heads, freeze parts, wrap with PEFT). Default: none."""
+        return model
+
+    def compute_loss(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> StepOutput:
+        raise NotImplementedError(f"{type(self).__name__} must implement compute_loss() or step()")
+
+    def step(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor], backward: Backward) -> StepOutput:
+        """Forward and backward passes of one training step; never calls the optimizer."""
+        out = self.compute_loss(model, inputs)
+        backward(out.loss)
+        return StepOutput(out.loss.detach(), out.metrics)
+
+    def on_epoch_end(self, epoch: int) -> dict[str, float]:
+        """Called by the trainer at each epoch boundary (TAT refreshes its error tally here)."""
+        return {}
+
+    def inference_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The model used for evaluation and saving (methods may strip training-only parts)."""
+        return model
+
+    def state_dict(self) -> dict[str, Any]:
+        """Method state saved with checkpoints (persistent δ, error tallies, EMA teachers, ...)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+# ---------------------------------------------------------------------------------- shared losses
+
+
+def model_inputs(inputs: dict[str, Any]) -> dict[str, Any]:
+    """The batch without ``labels`` (methods compute their own losses from logits)."""
+    return {k: v for k, v in inputs.items() if k != "labels"}
+
+
+def is_regression(model: torch.nn.Module) -> bool:
+    config = getattr(_unwrap(model), "config", None)
+    return getattr(config, "problem_type", None) == "regression" or getattr(config, "num_labels", 2) == 1
+
+
+def task_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy for classification, MSE for regression (as the HF heads compute it), in fp32."""
+    if regression:
+        return F.mse_loss(logits.squeeze(-1).float(), labels.float(), reduction=reduction)
+    return F.cross_entropy(logits.float(), labels.long(), reduction=reduction)
+
+
+def symmetric_kl(p_logits: torch.Tensor, q_logits: torch.Tensor, regression: bool = False) -> torch.Tensor:
+    """KL(p||q) + KL(q||p) averaged over the batch (squared error for regression), in fp32."""
+    if regression:
+        return F.mse_loss(p_logits.float(), q_logits.float())
+    p_log = F.log_softmax(p_logits.float(), dim=-1)
+    q_log = F.log_softmax(q_logits.float(), dim=-1)
+    kl_pq = F.kl_div(q_log, p_log, log_target=True, reduction="batchmean")  # KL(p || q)
+    kl_qp = F.kl_div(p_log, q_log, log_target=True, reduction="batchmean")  # KL(q || p)
+    return kl_pq + kl_qp
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
+        model = model.module
+    return model
