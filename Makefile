@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 	if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
 		$(PIP) install --quiet torch; \
 	else \
-		$(PIP) install --quiet torch==2.13.0 || $(PIP) install --quiet torch --index-url https://download.pytorch.org/whl/cpu; \
+		$(PIP) install --quiet torch==2.13.0; \
 	fi
 	$(PIP) install --quiet -e ".[dev,minilm]"
 	touch $@
