@@ -107,6 +107,18 @@ class Method:
         """The model used for evaluation and saving (methods may strip training-only parts)."""
         return model
 
+    def save_inference_model(self, model: torch.nn.Module, tokenizer: Any, out_dir: Any) -> None:
+        """Write the inference model into the run folder (safetensors) with its tokenizer."""
+        model.save_pretrained(out_dir, safe_serialization=True)
+        tokenizer.save_pretrained(out_dir)
+
+    @classmethod
+    def load_inference_model(cls, run_dir: Any, run_config: dict[str, Any]) -> tuple[torch.nn.Module, Any]:
+        """Load what :meth:`save_inference_model` wrote: ``(model, tokenizer)``."""
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        return AutoModelForSequenceClassification.from_pretrained(run_dir), AutoTokenizer.from_pretrained(run_dir)
+
     def state_dict(self) -> dict[str, Any]:
         """Method state saved with checkpoints (persistent δ, error tallies, EMA teachers, ...)."""
         return {}
