@@ -45,7 +45,9 @@ def model():
 @pytest.fixture
 def batch(tokenizer):
     texts, labels = toy_sentiment(8)
-    enc = tokenizer(texts[:6] + ["good", "the movie was very bad and the plot was dull"], padding=True, return_tensors="pt")
+    enc = tokenizer(
+        texts[:6] + ["good", "the movie was very bad and the plot was dull"], padding=True, return_tensors="pt"
+    )
     enc["labels"] = torch.tensor(labels[:6] + [1, 0])
     return dict(enc)
 

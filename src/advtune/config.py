@@ -26,7 +26,9 @@ def _f(default: Any, help: str) -> Any:  # noqa: A002
 @dataclass
 class TaskArguments:
     task: str = _f("sst2", "Task name (sst2, rte, mrpc, cola, stsb, banking77, ...) or 'file' with --train-file.")
-    data_dir: str | None = _f(None, "Folder laid out like the shared data folder (default: $ADVTUNE_DATA_DIR; else the hub).")
+    data_dir: str | None = _f(
+        None, "Folder laid out like the shared data folder (default: $ADVTUNE_DATA_DIR; else the hub)."
+    )
     train_file: str | None = _f(None, "Own labelled training file (csv / tsv / jsonl); sets the task to 'file'.")
     eval_file: str | None = _f(None, "Own labelled evaluation file for --train-file runs.")
     text_fields: str | None = _f(None, "Comma-separated text column(s) of --train-file / --data-file: a or a,b.")
@@ -57,7 +59,9 @@ class ModelArguments:
 
 @dataclass
 class RunArguments:
-    method: str = _f("standard", "Training method (standard, fgm, pgd, freeat, freelb, yopo, vat, smart, tat, cat, ...).")
+    method: str = _f(
+        "standard", "Training method (standard, fgm, pgd, freeat, freelb, yopo, vat, smart, tat, cat, ...)."
+    )
     config: str | None = _f(None, "YAML file with any of these options; command-line flags override it.")
     overwrite: bool = _f(False, "Replace an existing run folder.")
     resume: bool = _f(False, "Continue an interrupted run from its last checkpoint.")

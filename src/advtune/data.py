@@ -21,7 +21,9 @@ def encode(dataset: Dataset, tokenizer: Any, max_length: int = 128, desc: str | 
 
     keep = [c for c in dataset.column_names if c == "idx"]
     drop = [c for c in dataset.column_names if c not in keep]
-    return dataset.map(tokenize, batched=True, remove_columns=drop, desc=desc or "Tokenizing", load_from_cache_file=False)
+    return dataset.map(
+        tokenize, batched=True, remove_columns=drop, desc=desc or "Tokenizing", load_from_cache_file=False
+    )
 
 
 def collator(tokenizer: Any):

@@ -44,7 +44,9 @@ def resolve_model_path(name_or_path: str | os.PathLike | None) -> str:
         return str(path)
     looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1 or path.exists()
     if looks_local:
-        raise UsageError(f"model path {name} does not exist (pass a local folder or a hub id such as bert-base-uncased)")
+        raise UsageError(
+            f"model path {name} does not exist (pass a local folder or a hub id such as bert-base-uncased)"
+        )
     return name  # hub id
 
 

@@ -32,7 +32,7 @@ from .modeling import load_model, load_tokenizer
 # ------------------------------------------------------------------------------------------ data
 def load_task(task_args: TaskArguments, label_names: list[str] | None = None):
     """The task object, the training set (subsampled as asked) and the evaluation sets."""
-    from .tasks import get_task, resolve_data_dir, subsample, subsample_per_label
+    from .tasks import get_task, resolve_data_dir
 
     data_dir = resolve_data_dir(task_args.data_dir)
     if task_args.train_file:
@@ -96,7 +96,9 @@ def score(task, logits: np.ndarray, dataset, label_map=None) -> tuple[dict[str, 
     idx = list(dataset["idx"]) if "idx" in dataset.column_names else list(range(len(gold)))
     if task.is_regression:
         preds = logits.reshape(len(gold), -1)[:, 0].astype(float)
-        rows = [{"idx": int(i), "gold": float(g), "pred": float(p), "probs": None} for i, g, p in zip(idx, gold, preds)]
+        rows = [
+            {"idx": int(i), "gold": float(g), "pred": float(p), "probs": None} for i, g, p in zip(idx, gold, preds)
+        ]
     else:
         probs = torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
         if label_map is not None:
@@ -168,7 +170,9 @@ def run_training(
     from transformers import set_seed
 
     set_seed(training_args.seed)
-    model = load_model(model_args.model, num_labels=task.num_labels, regression=task.is_regression, label_names=label_names)
+    model = load_model(
+        model_args.model, num_labels=task.num_labels, regression=task.is_regression, label_names=label_names
+    )
     _prepare_output(out, run_args)
     resume = run_args.resume and _last_checkpoint(out) is not None
 
@@ -244,7 +248,9 @@ def _trainer_metrics(task):
 
 
 def _last_checkpoint(out: Path) -> Path | None:
-    ckpts = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
+    ckpts = sorted(
+        out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1
+    )
     return ckpts[-1] if ckpts else None
 
 
@@ -270,8 +276,11 @@ def train(
     training_args = AdvTrainingArguments(output_dir=str(output_dir), **train_kwargs)
     method_obj = get_method_class(method)(**(method_overrides or {}))
     return run_training(
-        task_args, ModelArguments(model=model), RunArguments(method=method, overwrite=overwrite, resume=resume),
-        training_args, method_obj,
+        task_args,
+        ModelArguments(model=model),
+        RunArguments(method=method, overwrite=overwrite, resume=resume),
+        training_args,
+        method_obj,
     )
 
 
@@ -312,8 +321,11 @@ def _run_task(config: dict[str, Any]):
     if name == "file":
         labels = config.get("label_names")
         return Task(
-            name="file", label_names=tuple(labels) if labels else None, metric=config["task"]["metric"],
-            pair=bool(config["task"].get("pair")), text_fields=tuple((config["task"].get("text_fields") or "text").split(",")),
+            name="file",
+            label_names=tuple(labels) if labels else None,
+            metric=config["task"]["metric"],
+            pair=bool(config["task"].get("pair")),
+            text_fields=tuple((config["task"].get("text_fields") or "text").split(",")),
         )
     return get_task(name)
 

@@ -16,8 +16,15 @@ def test_sst2_standard_reaches_78(tmp_path):
     from advtune.pipeline import train
 
     run = train(
-        "sst2", "standard", tmp_path / "sst2", max_train_samples=4000, num_train_epochs=1, max_length=64,
-        save_strategy="no", logging_steps=25, seed=42,
+        "sst2",
+        "standard",
+        tmp_path / "sst2",
+        max_train_samples=4000,
+        num_train_epochs=1,
+        max_length=64,
+        save_strategy="no",
+        logging_steps=25,
+        seed=42,
     )
     metrics = json.loads((run / "metrics.json").read_text())
     acc = metrics["splits"]["validation"]["accuracy"]
@@ -34,8 +41,15 @@ def test_stsb_regression_path(tmp_path):
     from advtune.pipeline import evaluate, train
 
     run = train(
-        "stsb", "standard", tmp_path / "stsb", max_train_samples=1000, num_train_epochs=1, max_length=64,
-        save_strategy="no", max_eval_samples=500, learning_rate=1e-4,
+        "stsb",
+        "standard",
+        tmp_path / "stsb",
+        max_train_samples=1000,
+        num_train_epochs=1,
+        max_length=64,
+        save_strategy="no",
+        max_eval_samples=500,
+        learning_rate=1e-4,
     )
     m = json.loads((run / "metrics.json").read_text())["splits"]["validation"]
     print(f"STS-B (1k train, 1 epoch, 500 dev): pearson {m['pearson']:.4f} spearman {m['spearman']:.4f}")

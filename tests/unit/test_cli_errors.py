@@ -43,9 +43,20 @@ def test_unknown_task(capsys, tmp_path):
 
 def test_unknown_model_path(capsys, tmp_path, data_file):
     _fails(
-        ["train", "--train-file", str(data_file), "--text-fields", "sentence", "--label-field", "label",
-         "--model", str(tmp_path / "no_model_here")],
-        capsys, tmp_path, "does not exist",
+        [
+            "train",
+            "--train-file",
+            str(data_file),
+            "--text-fields",
+            "sentence",
+            "--label-field",
+            "label",
+            "--model",
+            str(tmp_path / "no_model_here"),
+        ],
+        capsys,
+        tmp_path,
+        "does not exist",
     )
 
 
@@ -70,22 +81,30 @@ def test_missing_yaml(capsys, tmp_path):
 def test_missing_data_file(capsys, tmp_path):
     _fails(
         ["train", "--train-file", str(tmp_path / "nope.csv"), "--text-fields", "a", "--label-field", "b"],
-        capsys, tmp_path, "nope.csv",
+        capsys,
+        tmp_path,
+        "nope.csv",
     )
 
 
 def test_misnamed_column(capsys, tmp_path, data_file):
     _fails(
         ["train", "--train-file", str(data_file), "--text-fields", "text", "--label-field", "label"],
-        capsys, tmp_path, "text",
+        capsys,
+        tmp_path,
+        "text",
     )
 
 
 def test_empty_text(capsys, tmp_path):
     path = tmp_path / "train.csv"
     path.write_text('sentence,label\ngood movie,1\n"",0\n')
-    _fails(["train", "--train-file", str(path), "--text-fields", "sentence", "--label-field", "label"],
-           capsys, tmp_path, "empty")
+    _fails(
+        ["train", "--train-file", str(path), "--text-fields", "sentence", "--label-field", "label"],
+        capsys,
+        tmp_path,
+        "empty",
+    )
 
 
 def test_missing_local_data(capsys, tmp_path, monkeypatch):
@@ -112,7 +131,9 @@ def test_eval_not_a_run(capsys, tmp_path):
 def test_console_script_no_traceback(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "advtune.cli", "train", "--method", "nosuch", "--output-dir", str(tmp_path / "r")],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "unknown method" in proc.stderr

@@ -10,9 +10,7 @@ from advtune.modeling import tiny_model
 
 
 def _hook_count(model: torch.nn.Module) -> int:
-    return sum(
-        len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules()
-    )
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules())
 
 
 def _run_step(name: str, batch, seed: int = 0):
@@ -36,7 +34,9 @@ def test_method_contract(name, batch):
     assert all(isinstance(v, float) and v == v for v in out.metrics.values()), f"{name}: metrics must be floats"
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     assert trainable, f"{name}: no trainable parameters"
-    with_grad = [n for n, p in trainable if p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0]
+    with_grad = [
+        n for n, p in trainable if p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
+    ]
     assert with_grad, f"{name}: no parameter received a gradient"
     assert any("classifier" in n or "score" in n for n in with_grad), f"{name}: the classifier head got no gradient"
     for n, p in model.named_parameters():  # the method must never step the optimizer itself

@@ -16,9 +16,18 @@ from advtune.trainer import AdversarialTrainer, ReplaySampler
 
 def _args(tmp_path, **kw):
     base = dict(
-        output_dir=str(tmp_path), per_device_train_batch_size=8, num_train_epochs=1, learning_rate=1e-3,
-        report_to="none", save_strategy="no", seed=0, logging_steps=1, use_cpu=True, dataloader_pin_memory=False,
-        weight_decay=0.01, warmup_steps=0.1,
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=8,
+        num_train_epochs=1,
+        learning_rate=1e-3,
+        report_to="none",
+        save_strategy="no",
+        seed=0,
+        logging_steps=1,
+        use_cpu=True,
+        dataloader_pin_memory=False,
+        weight_decay=0.01,
+        warmup_steps=0.1,
     )
     base.update(kw)
     return TrainingArguments(**base)
@@ -44,8 +53,11 @@ def test_trainer_matches_stock_trainer(tmp_path, tokenizer, toy_dataset):
         model = tiny_model(dropout=0.1, seed=1)
         kw = {"method": get_method("standard")} if cls is AdversarialTrainer else {}
         trainer = cls(
-            model=model, args=_args(tmp_path / cls.__name__), train_dataset=toy_dataset,
-            data_collator=collator(tokenizer), **kw,
+            model=model,
+            args=_args(tmp_path / cls.__name__),
+            train_dataset=toy_dataset,
+            data_collator=collator(tokenizer),
+            **kw,
         )
         trainer.train()
         results.append({k: v.detach().clone() for k, v in model.state_dict().items()})
@@ -62,9 +74,18 @@ def test_gradient_accumulation_equivalence(tmp_path, tokenizer, toy_dataset):
     for bs, gas in ((16, 1), (8, 2)):
         model = tiny_model(dropout=0.0, seed=2)
         trainer = AdversarialTrainer(
-            model=model, args=_args(tmp_path / f"{bs}", per_device_train_batch_size=bs, gradient_accumulation_steps=gas,
-                                     max_steps=2, warmup_steps=0, optim="sgd"),
-            method=get_method("standard"), train_dataset=toy_dataset, data_collator=collator(tokenizer),
+            model=model,
+            args=_args(
+                tmp_path / f"{bs}",
+                per_device_train_batch_size=bs,
+                gradient_accumulation_steps=gas,
+                max_steps=2,
+                warmup_steps=0,
+                optim="sgd",
+            ),
+            method=get_method("standard"),
+            train_dataset=toy_dataset,
+            data_collator=collator(tokenizer),
         )
         trainer.train()
         finals.append(model.classifier.weight.detach().clone())
@@ -119,8 +140,11 @@ def test_replay_sampler_repeats_whole_batches():
 def test_trainer_replays_logs_and_state(tmp_path, tokenizer, toy_dataset):
     method = _Counting()
     trainer = AdversarialTrainer(
-        model=tiny_model(), args=_args(tmp_path, save_strategy="steps", save_steps=6), method=method,
-        train_dataset=toy_dataset, data_collator=collator(tokenizer),
+        model=tiny_model(),
+        args=_args(tmp_path, save_strategy="steps", save_steps=6),
+        method=method,
+        train_dataset=toy_dataset,
+        data_collator=collator(tokenizer),
     )
     trainer.train()
     # 64 examples / batch 8 = 8 batches, each replayed 3 times = 24 optimizer steps
@@ -138,7 +162,10 @@ def test_trainer_replays_logs_and_state(tmp_path, tokenizer, toy_dataset):
     assert (ckpt / "method_state.pt").is_file()
     fresh = _Counting()
     trainer2 = AdversarialTrainer(
-        model=tiny_model(), args=_args(tmp_path), method=fresh, train_dataset=toy_dataset,
+        model=tiny_model(),
+        args=_args(tmp_path),
+        method=fresh,
+        train_dataset=toy_dataset,
         data_collator=collator(tokenizer),
     )
     trainer2._load_from_checkpoint(str(ckpt))

@@ -9,7 +9,9 @@ import sys
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="advtune eval", description="Evaluate a finished run.")
     parser.add_argument("--run", required=True, help="run folder written by advtune train")
-    parser.add_argument("--task", help="task to evaluate on (default: the run's own; another task = zero-shot transfer)")
+    parser.add_argument(
+        "--task", help="task to evaluate on (default: the run's own; another task = zero-shot transfer)"
+    )
     parser.add_argument("--split", help="split (default: the task's evaluation splits), e.g. test-difficult")
     parser.add_argument("--data-file", help="labelled csv / tsv / jsonl file (or an AdvGLUE dev.json with --task)")
     parser.add_argument("--text-fields", help="text column(s) of --data-file: a or a,b")
@@ -25,8 +27,15 @@ def main(argv: list[str]) -> int:
     from ..pipeline import evaluate
 
     results = evaluate(
-        args.run, task=args.task, split=args.split, data_file=args.data_file, text_fields=args.text_fields,
-        label_field=args.label_field, data_dir=args.data_dir, max_samples=args.max_samples, batch_size=args.batch_size,
+        args.run,
+        task=args.task,
+        split=args.split,
+        data_file=args.data_file,
+        text_fields=args.text_fields,
+        label_field=args.label_field,
+        data_dir=args.data_dir,
+        max_samples=args.max_samples,
+        batch_size=args.batch_size,
     )
     table = Table(title=f"evaluation of {args.run}")
     table.add_column("task.split")

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -75,7 +76,9 @@ class Method:
         elif overrides:
             config = dataclasses.replace(config, **overrides)
         if not isinstance(config, self.config_class):
-            raise UsageError(f"method '{self.name}' expects a {self.config_class.__name__}, got {type(config).__name__}")
+            raise UsageError(
+                f"method '{self.name}' expects a {self.config_class.__name__}, got {type(config).__name__}"
+            )
         self.config = config
         # Set by the trainer: a context manager factory that disables DDP gradient sync for inner passes.
         self.no_sync: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
