@@ -27,11 +27,14 @@ from .data import collator, encode
 from .errors import UsageError
 from .methods import Method, get_method_class
 from .modeling import load_model, load_tokenizer
+from .tasks import multiple_choice as mc
 
 
 # ------------------------------------------------------------------------------------------ data
 def load_task(task_args: TaskArguments, label_names: list[str] | None = None):
     """The task object, the training set (subsampled as asked) and the evaluation sets."""
+    if task_args.task in mc.MC_TASKS:  # multiple choice: tasks/multiple_choice.py
+        return mc.load_splits(task_args)
     from .tasks import get_task, resolve_data_dir
 
     data_dir = resolve_data_dir(task_args.data_dir)
@@ -48,7 +51,7 @@ def load_task(task_args: TaskArguments, label_names: list[str] | None = None):
         return task, train_ds, evals
     task = get_task(task_args.task)
     train_ds = task.load(task.train_split, data_dir=data_dir)
-    splits = _split_list(task_args.eval_splits) or list(task.eval_splits)
+    splits = [task.canonical_split(s) for s in _split_list(task_args.eval_splits)] or list(task.eval_splits)
     evals = {s: task.load(s, data_dir=data_dir) for s in splits}
     if task_args.max_eval_samples:
         evals = {s: d.select(range(min(len(d), task_args.max_eval_samples))) for s, d in evals.items()}
@@ -170,15 +173,21 @@ def run_training(
     from transformers import set_seed
 
     set_seed(training_args.seed)
-    model = load_model(
-        model_args.model, num_labels=task.num_labels, regression=task.is_regression, label_names=label_names
-    )
+    is_mc = mc.is_multiple_choice(task)
+    if is_mc:
+        model = mc.load_model(model_args.model)
+    else:
+        model = load_model(
+            model_args.model, num_labels=task.num_labels, regression=task.is_regression, label_names=label_names
+        )
+    _encode, _collator, _predict = (mc.encode, mc.collator, mc.predict) if is_mc else (encode, collator, predict)
     _prepare_output(out, run_args)
     resume = run_args.resume and _last_checkpoint(out) is not None
 
     out.mkdir(parents=True, exist_ok=True)
     config = {
-        "task": {**dataclass_values(task_args), "name": task.name, "metric": task.metric, "pair": task.pair},
+        "task": {**dataclass_values(task_args), "name": task.name, "metric": task.metric, "pair": task.pair}
+        | ({"kind": mc.KIND, "num_choices": task.num_choices} if is_mc else {}),
         "model": dataclass_values(model_args),
         "method": {"name": method.name, "config": method.config.to_dict()},
         "training": dataclass_values(training_args),
@@ -197,9 +206,9 @@ def run_training(
         model=model,
         args=training_args,
         method=method,
-        train_dataset=encode(train_ds, tokenizer, task_args.max_length),
-        eval_dataset=encode(eval_ds, tokenizer, task_args.max_length) if eval_ds is not None else None,
-        data_collator=collator(tokenizer),
+        train_dataset=_encode(train_ds, tokenizer, task_args.max_length),
+        eval_dataset=_encode(eval_ds, tokenizer, task_args.max_length) if eval_ds is not None else None,
+        data_collator=_collator(tokenizer),
         processing_class=tokenizer,
         compute_metrics=_trainer_metrics(task) if eval_ds is not None else None,
         callbacks=[timer],
@@ -224,7 +233,7 @@ def run_training(
     summary: dict[str, dict[str, float]] = {}
     inference.eval()
     for split, ds in evals.items():
-        logits = predict(inference, tokenizer, ds, task_args.max_length, training_args.per_device_eval_batch_size)
+        logits = _predict(inference, tokenizer, ds, task_args.max_length, training_args.per_device_eval_batch_size)
         metrics, rows = score(task, logits, ds)
         _write_eval(out, task.name, split, metrics, rows)
         summary[split] = metrics
@@ -307,7 +316,10 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     run = runs.require_run(run_dir)
     config = runs.read_json(run / runs.RUN_CONFIG)
     method_cls = get_method_class(config["method"]["name"])
-    model, tokenizer = method_cls.load_inference_model(run, config)
+    if config["task"].get("kind") == mc.KIND:
+        model, tokenizer = mc.load_inference_model(run)
+    else:
+        model, tokenizer = method_cls.load_inference_model(run, config)
     model.eval()
     task = _run_task(config)
     return LoadedRun(run, config, model, tokenizer, task)
@@ -318,6 +330,8 @@ def _run_task(config: dict[str, Any]):
     from .tasks.base import Task
 
     name = config["task"]["name"]
+    if config["task"].get("kind") == mc.KIND:
+        return mc.run_task(config["task"])
     if name == "file":
         labels = config.get("label_names")
         return Task(
@@ -353,7 +367,10 @@ def evaluate(
         if not text_fields or not label_field:
             raise UsageError("--data-file needs --text-fields and --label-field")
         fields = [f.strip() for f in text_fields.split(",") if f.strip()]
-        target, ds = load_file_task(data_file, fields, label_field, label_names=loaded.label_names, name="file")
+        target, ds = load_file_task(
+            data_file, fields, label_field, label_names=loaded.label_names, name="file",
+            regression=run_task.is_regression,
+        )
         datasets_ = {split or "file": ds}
     else:
         target = get_task(task) if task else run_task
@@ -361,7 +378,7 @@ def evaluate(
             from .evaluation.transfer import label_mapping
 
             label_map = label_mapping(loaded.label_names, target)
-        splits = [split] if split else list(target.eval_splits)
+        splits = [target.canonical_split(split)] if split else list(target.eval_splits)
         ddir = resolve_data_dir(data_dir)
         if data_file:
             datasets_ = {s: target.load(s, data_dir=ddir, data_file=data_file) for s in splits}
@@ -371,7 +388,8 @@ def evaluate(
     for s, ds in datasets_.items():
         if max_samples:
             ds = ds.select(range(min(len(ds), max_samples)))
-        logits = predict(loaded.model, loaded.tokenizer, ds, loaded.max_length, batch_size, desc=f"{target.name}.{s}")
+        _predict = mc.predict if mc.is_multiple_choice(target) else predict
+        logits = _predict(loaded.model, loaded.tokenizer, ds, loaded.max_length, batch_size, desc=f"{target.name}.{s}")
         metrics, rows = score(target, logits, ds, label_map=label_map)
         _write_eval(loaded.path, target.name, s, metrics, rows)
         results[f"{target.name}.{s}"] = metrics
