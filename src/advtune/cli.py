@@ -15,6 +15,12 @@ from .errors import UsageError
 COMMANDS: dict[str, str] = {
     "train": "advtune.commands.train",
     "eval": "advtune.commands.evaluate",
+    "compare": "advtune.commands.compare",
+    "attack": "advtune.commands.attack",
+    "bench": "advtune.commands.bench",
+    "report": "advtune.commands.report",
+    "robustness": "advtune.commands.robustness",
+    "surface": "advtune.commands.surface",
 }
 
 HELP = {
@@ -52,7 +58,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"advtune: error: unknown command '{command}' (choose from: {', '.join(COMMANDS)})", file=sys.stderr)
         return 2
     try:
-        module = importlib.import_module(COMMANDS[command])
+        try:
+            module = importlib.import_module(COMMANDS[command])
+        except ModuleNotFoundError as exc:
+            if exc.name and COMMANDS[command].startswith(exc.name):
+                print(f"advtune: error: command '{command}' is not available in this installation", file=sys.stderr)
+                return 2
+            raise
         return int(module.main(rest) or 0)
     except UsageError as exc:
         print(f"advtune {command}: error: {exc}", file=sys.stderr)

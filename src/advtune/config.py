@@ -46,7 +46,7 @@ class TaskArguments:
             raise UsageError(f"invalid max_train_samples={self.max_train_samples}: must be positive")
         if self.train_fraction_per_label is not None and not 0 < self.train_fraction_per_label <= 1:
             raise UsageError(f"invalid train_fraction_per_label={self.train_fraction_per_label}: must be in (0, 1]")
-        if self.train_file:
+        if self.train_file and self.task != "multiple_choice":  # multiple-choice files: tasks/multiple_choice.py
             self.task = "file"
             if not self.label_field or not self.text_fields:
                 raise UsageError("--train-file needs --text-fields and --label-field")

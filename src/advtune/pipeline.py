@@ -114,6 +114,15 @@ def score(task, logits: np.ndarray, dataset, label_map=None) -> tuple[dict[str, 
     return compute_metrics(task.metric, np.asarray(preds), np.asarray(gold)), rows
 
 
+def _with_languages(metrics: dict[str, float], rows: list[dict], dataset) -> dict[str, float]:
+    """Cross-lingual sets (a ``language`` column, e.g. XNLI): add per-language accuracy + average (TAT Table 3)."""
+    if "language" not in dataset.column_names:
+        return metrics
+    from .evaluation.crosslingual import per_language_metrics
+
+    return {**metrics, **per_language_metrics(rows, dataset["language"])}
+
+
 def _write_eval(run_dir: Path, task_name: str, split: str, metrics: dict, rows: list[dict]) -> None:
     out = runs.eval_dir(run_dir, task_name, split)
     runs.write_jsonl_atomic(out / "predictions.jsonl", rows)
@@ -235,6 +244,7 @@ def run_training(
     for split, ds in evals.items():
         logits = _predict(inference, tokenizer, ds, task_args.max_length, training_args.per_device_eval_batch_size)
         metrics, rows = score(task, logits, ds)
+        metrics = _with_languages(metrics, rows, ds)
         _write_eval(out, task.name, split, metrics, rows)
         summary[split] = metrics
     for ckpt in out.glob("checkpoint-*"):
@@ -361,7 +371,7 @@ def evaluate(
     loaded = load_run(run_dir)
     run_task = loaded.task
     label_map = None
-    if data_file and task is None:
+    if data_file and task is None and not mc.is_multiple_choice(run_task):
         from .tasks.files import load_file_task
 
         if not text_fields or not label_field:
@@ -391,6 +401,7 @@ def evaluate(
         _predict = mc.predict if mc.is_multiple_choice(target) else predict
         logits = _predict(loaded.model, loaded.tokenizer, ds, loaded.max_length, batch_size, desc=f"{target.name}.{s}")
         metrics, rows = score(target, logits, ds, label_map=label_map)
+        metrics = _with_languages(metrics, rows, ds)
         _write_eval(loaded.path, target.name, s, metrics, rows)
         results[f"{target.name}.{s}"] = metrics
     return results

@@ -11,10 +11,32 @@ from typing import Any
 
 from ..errors import UsageError
 from .base import Method, MethodConfig, StepOutput
+from .cat import CAT
+from .fgm import FGM
+from .freeat import FreeAT
+from .freelb import FreeLB
+from .peaft import PEAFT
+from .pgd import PGD
+from .rose import ROSE
+from .smart import SMART
 from .standard import Standard
+from .tat import TAT
+from .vat import VAT
+from .yopo import YOPO
 
 METHODS: dict[str, type[Method]] = {
     "standard": Standard,
+    "fgm": FGM,
+    "pgd": PGD,
+    "freeat": FreeAT,
+    "freelb": FreeLB,
+    "yopo": YOPO,
+    "peaft": PEAFT,
+    "rose": ROSE,
+    "vat": VAT,
+    "smart": SMART,
+    "tat": TAT,
+    "cat": CAT,
 }
 
 

@@ -20,6 +20,7 @@ from .base import Task
 from .glue import COLA, MNLI, MRPC, QNLI, QQP, RTE, SST2, STSB, WNLI
 from .intent import BANKING77, CLINC150, CLINC150_OOS, HWU64
 from .multiple_choice import MC_TASKS
+from .xnli import XNLI_TASKS
 from .nli import HANS, SCITAIL, SNLI
 from .sentiment import SENTIMENT_TASKS
 
@@ -51,6 +52,7 @@ TASKS: dict[str, Task] = {
     "hans": HANS,
     **{t.name: t for t in ADVGLUE_TASKS},  # advglue-sst2, advglue-qqp, ... (evaluation only)
     **MC_TASKS,  # multiple choice: arc_easy, arc_challenge, commonsense_qa, race, multiple_choice (user jsonl)
+    **XNLI_TASKS,  # cross-lingual NLI: xnli (15 languages, per-language accuracy) and xnli_<lang>
 }
 
 ENV_DATA_DIR = "ADVTUNE_DATA_DIR"

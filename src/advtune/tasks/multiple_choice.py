@@ -146,8 +146,12 @@ class MultipleChoiceTask:
     def num_labels(self) -> int:
         return self.num_choices
 
+    def canonical_split(self, split: str) -> str:
+        return {"dev": "validation", "val": "validation", "valid": "validation"}.get(split, split)
+
     def load(self, split: str, data_dir: str | os.PathLike | None = None, data_file: str | None = None):
         """Normalised dataset (``idx, question, context, choices, label, num_real_choices``) of ``split``."""
+        split = self.canonical_split(split)
         if data_file:
             return _rows_to_dataset(read_jsonl(data_file), self.num_choices, str(data_file))
         if data_dir and self.folder:

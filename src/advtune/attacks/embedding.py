@@ -1,0 +1,179 @@
+"""Embedding-space robustness: the maximum loss increase ΔL_max of FreeLB (arXiv 1909.11764), eq. 5.
+
+    ΔL_max(X, ε) = max_{‖δ‖_F ≤ ε} L(f_θ(X + δ), y) − L(f_θ(X), y)
+
+X are an example's word embeddings (real tokens only) and ε = c·‖X‖_F is set per example (the paper
+uses c = 0.01 and step size α = 5·10⁻³). The inner max is found with the PGD step of eq. 2,
+``δ ← Π_ε(δ + α g/‖g‖_F)``, the shared :func:`advtune.perturbation.ascent_step`; δ enters through
+the shared embedding hook (:func:`advtune.embeddings.forward_with_delta`), so this is the training
+methods' inner loop without the parameter update.
+
+Choices, where the paper leaves room:
+
+* The paper runs 2000 PGD steps and reports that 100 random starts converge to the same value;
+  we start from δ = 0 (deterministic, no extra runs) and run ``steps`` steps (100 by default: a CPU
+  budget; state the number with the result).
+* The value reported is the largest loss seen along the PGD path (δ₀ = 0 included), so
+  ΔL_max ≥ 0 holds by construction and a step that overshoots does not lower the estimate.
+* Examples whose ε is 0 (``c = 0``) keep δ = 0: ΔL_max(X, 0) = 0 exactly. (The shared ``project``
+  reads ε = 0 as "unbounded", the convention of FreeLB's training settings, not of this evaluation.)
+* The model is in eval mode (no dropout): the quantity is a property of the trained function.
+* Table 5 reports the median over dev examples that *every* compared model classifies correctly
+  (:func:`evaluate_robustness` with several runs); for a regression task every example is kept.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..embeddings import forward_with_delta, word_embeddings
+from ..methods.base import is_regression, task_loss
+from ..perturbation import ascent_step, masked_norm
+
+
+def max_loss_increase(
+    model: torch.nn.Module,
+    inputs: Mapping[str, torch.Tensor],
+    c: float = 0.01,
+    steps: int = 100,
+    step_size: float = 5e-3,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """ΔL_max and the clean loss of each example of a batch (two ``(B,)`` fp32 tensors).
+
+    Args:
+        model (`torch.nn.Module`): a sequence classifier (put in eval mode here).
+        inputs (`Mapping[str, torch.Tensor]`): a collated batch with ``labels``.
+        c (`float`, *optional*, defaults to `0.01`): ε = c · ‖X‖_F per example (FreeLB §4.3).
+        steps (`int`, *optional*, defaults to `100`): PGD steps (the paper: 2000).
+        step_size (`float`, *optional*, defaults to `5e-3`): α of eq. 2.
+    """
+    if c < 0 or steps < 0 or step_size < 0:
+        raise ValueError(f"c, steps and step_size must be >= 0, got c={c}, steps={steps}, step_size={step_size}")
+    model.eval()
+    labels = inputs["labels"]
+    mask = inputs["attention_mask"]
+    regression = is_regression(model)
+    with torch.no_grad():
+        x = word_embeddings(model, inputs["input_ids"])
+        eps = c * masked_norm(x, mask)  # (B,), fp32
+        clean = task_loss(forward_with_delta(model, inputs, None).logits, labels, regression, reduction="none").float()
+    keep = (eps > 0).float().reshape(-1, 1, 1)  # ε = 0 → δ stays 0 (ascent_step would read 0 as unbounded)
+    delta = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
+    best = clean.clone()
+    for t in range(steps + 1):
+        delta.requires_grad_(t < steps)
+        with torch.enable_grad() if t < steps else torch.no_grad():
+            loss = task_loss(forward_with_delta(model, inputs, delta).logits, labels, regression, reduction="none")
+            best = torch.maximum(best, loss.detach().float())
+            if t == steps:
+                break
+            (grad,) = torch.autograd.grad(loss.sum(), delta)  # examples are independent in eval mode
+        delta = ascent_step(delta, grad, mask, step_size, eps.clamp_min(1e-30), "l2") * keep
+    return (best - clean).clamp_min(0.0), clean
+
+
+def _loader(dataset, tokenizer, max_length: int, batch_size: int):
+    from torch.utils.data import DataLoader
+
+    from ..data import collator, encode
+
+    encoded = encode(dataset, tokenizer, max_length, desc="Tokenizing")
+    cols = [c for c in encoded.column_names if c != "idx"]
+    return DataLoader(encoded.select_columns(cols), batch_size=batch_size, collate_fn=collator(tokenizer))
+
+
+@torch.no_grad()
+def _correct(model, loader, regression: bool) -> torch.Tensor:
+    model.eval()
+    out = []
+    for batch in loader:
+        logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        out.append(torch.ones(len(logits), dtype=torch.bool) if regression else logits.argmax(-1) == batch["labels"])
+    return torch.cat(out)
+
+
+def evaluate_robustness(
+    run_dirs: Sequence[str | Path],
+    task: str | None = None,
+    split: str | None = None,
+    n: int = 200,
+    c: float = 0.01,
+    steps: int = 100,
+    step_size: float = 5e-3,
+    batch_size: int = 32,
+    data_dir: str | None = None,
+    write: bool = True,
+) -> list[dict[str, Any]]:
+    """ΔL_max of each run on the first ``n`` examples of a split that every run classifies correctly.
+
+    Writes ``<run>/robustness/<task>.<split>.json`` per run (summary + per-example values) unless
+    ``write=False``; returns the summaries in the order of ``run_dirs``.
+    """
+    from tqdm.auto import tqdm
+
+    from .. import runs
+    from ..errors import UsageError
+    from ..pipeline import load_run
+    from ..tasks import get_task, resolve_data_dir
+
+    if not run_dirs:
+        raise UsageError("give at least one run")
+    if c < 0 or steps < 0 or step_size <= 0 or n <= 0:
+        raise UsageError(f"need c >= 0, steps >= 0, step size > 0 and n > 0 (got {c}, {steps}, {step_size}, {n})")
+    loaded = [load_run(r) for r in run_dirs]
+    target = get_task(task) if task else loaded[0].task
+    for lr in loaded:
+        if lr.task.name != target.name:
+            raise UsageError(
+                f"run {lr.path} was trained on {lr.task.name}, not {target.name}; ΔL_max needs its own task"
+            )
+    split = split or target.eval_splits[0]
+    ds = target.load(split, data_dir=resolve_data_dir(data_dir))
+    ds = ds.select(range(min(n, len(ds))))
+    regression = target.is_regression
+    loaders = [_loader(ds, lr.tokenizer, lr.max_length, batch_size) for lr in loaded]
+    common = torch.ones(len(ds), dtype=torch.bool)
+    for lr, loader in zip(loaded, loaders):
+        common &= _correct(lr.model, loader, regression)
+    keep = torch.nonzero(common).flatten().tolist()
+    if not keep:
+        raise UsageError(
+            f"no example of the first {len(ds)} of {target.name}.{split} is classified correctly by every run"
+        )
+    sub = ds.select(keep)
+    results = []
+    for lr in loaded:
+        deltas, cleans = [], []
+        loader = _loader(sub, lr.tokenizer, lr.max_length, batch_size)
+        for batch in tqdm(loader, desc=f"ΔL_max {lr.config['method']['name']}", leave=False):
+            d, cl = max_loss_increase(lr.model, batch, c=c, steps=steps, step_size=step_size)
+            deltas += d.tolist()
+            cleans += cl.tolist()
+        summary = {
+            "task": target.name,
+            "split": split,
+            "run": str(lr.path),
+            "c": c,
+            "steps": steps,
+            "step_size": step_size,
+            "n_requested": len(ds),
+            "n_examples": len(keep),
+            "compared_runs": [str(p) for p in run_dirs],
+            "median_delta_loss": statistics.median(deltas),
+            "std_delta_loss": statistics.pstdev(deltas),
+            "median_clean_loss": statistics.median(cleans),
+        }
+        if write:
+            per_example = [
+                {"idx": int(i), "delta_loss": d, "clean_loss": cl} for i, d, cl in zip(sub["idx"], deltas, cleans)
+            ]
+            runs.write_json_atomic(
+                lr.path / "robustness" / f"{target.name}.{split}.json", {**summary, "examples": per_example}
+            )
+        results.append(summary)
+    return results

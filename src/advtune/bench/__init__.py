@@ -1,0 +1,1 @@
+"""Benchmarks: suites (grids of task x method x seed), the resumable grid runner, overhead measurement."""

@@ -1,0 +1,242 @@
+"""Training-step overhead of each method relative to ``standard``: median step time and peak memory.
+
+Every method trains the same model on the same fixed random batch (``batch_size`` x ``seq_len``,
+no padding) with AdamW; after ``warmup`` steps, ``steps`` steps are timed (forward + backward passes
+of ``method.step`` + ``optimizer.step``, device synchronised). Rows are relative to ``standard``,
+which is always measured first in the same run.
+
+**Pass count** ("pass-count limit"): the full forward passes of the model per step, counted by a
+forward hook on the (unwrapped) model; a forward run without autograd counts 1/3 (no backward
+follows it; a forward is about a third of forward + backward). YOPO's partial f0 passes do not
+complete a full forward and are not counted. ``time_ratio`` should stay close to ``pass_ratio``
+(target: within 1.15x).
+
+**Time**: median wall time per step (``step_s``, ``time_ratio``) and, beside it, the ratio of median
+process CPU time (``cpu_ratio``, all threads): on a shared machine wall time follows the other
+jobs' load, CPU time much less so; compare the two before trusting either.
+
+**Memory** = peak minus the memory in use right before the first step, i.e. gradients, optimizer
+state, activations and temporaries, *not* the weights (a stricter ratio than total memory):
+
+* CUDA: ``torch.cuda.max_memory_allocated`` (reset before the first step) minus ``memory_allocated``.
+* CPU: there is no allocator peak counter for CPU tensors (``tracemalloc`` does not see them), so
+  each method runs in a fresh spawned process (``isolate=True``, the CPU default) and the figure is
+  that process's peak resident set size (``ru_maxrss``) minus its RSS before the first step. RSS
+  includes allocator caching, so it is an upper bound of the live tensor memory, measured the same
+  way for every method.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from typing import Any
+
+TIME_TARGET = 1.15
+"""A method's time ratio should be at most this multiple of its pass-count ratio."""
+
+
+def _rss_mb() -> float | None:
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        try:
+            import psutil
+
+            return psutil.Process().memory_info().rss / 2**20
+        except ImportError:
+            return None
+
+
+def _peak_rss_mb() -> float | None:
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
+
+
+def _batch(model: Any, batch_size: int, seq_len: int, device: Any, seed: int) -> dict[str, Any]:
+    import torch
+
+    from ..embeddings import unwrap
+
+    config = unwrap(model).config
+    vocab = int(config.vocab_size)
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(min(1000, vocab // 2), vocab, (batch_size, seq_len), generator=gen)
+    labels = torch.randint(0, max(int(getattr(config, "num_labels", 2)), 2), (batch_size,), generator=gen)
+    return {
+        "input_ids": ids.to(device),
+        "attention_mask": torch.ones_like(ids).to(device),
+        "labels": labels.to(device),
+    }
+
+
+def _measure_one(
+    name: str, model_name: str, batch_size: int, seq_len: int, warmup: int, steps: int, device: str,
+    overrides: dict[str, Any], seed: int,
+) -> dict[str, Any]:  # fmt: skip
+    """Train ``warmup + steps`` steps of one method; return its raw timings, passes and memory."""
+    import torch
+
+    from ..embeddings import unwrap
+    from ..methods import get_method
+    from ..modeling import load_model
+
+    torch.manual_seed(seed)
+    dev = torch.device(device)
+    method = get_method(name, **overrides)
+    model = method.setup(load_model(model_name, num_labels=2)).to(dev).train()
+    batch = _batch(model, batch_size, seq_len, dev, seed)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    count = [0.0]
+    hook = unwrap(model).register_forward_hook(
+        lambda m, a, o: count.__setitem__(0, count[0] + (1.0 if torch.is_grad_enabled() else 1 / 3))
+    )
+    cuda = dev.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(dev)
+    base = torch.cuda.memory_allocated(dev) / 2**20 if cuda else _rss_mb()
+    times, cpu_times, passes = [], [], []
+    for i in range(warmup + steps):
+        opt.zero_grad(set_to_none=True)
+        count[0] = 0.0
+        sync()
+        start, cpu_start = time.perf_counter(), time.process_time()
+        method.step(model, dict(batch), lambda loss: loss.backward())
+        opt.step()
+        sync()
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+            cpu_times.append(time.process_time() - cpu_start)
+            passes.append(count[0])
+    hook.remove()
+    peak = torch.cuda.max_memory_allocated(dev) / 2**20 if cuda else _peak_rss_mb()
+    mem = peak - base if peak is not None and base is not None else None
+    return {"method": name, "times": times, "cpu_times": cpu_times, "passes": statistics.median(passes), "mem_mb": mem}
+
+
+def measure_overhead(
+    methods: list[str] | tuple[str, ...],
+    model: str = "minilm",
+    batch_size: int = 32,
+    seq_len: int = 128,
+    warmup: int = 2,
+    steps: int = 5,
+    device: str | None = None,
+    isolate: bool | None = None,
+    method_overrides: dict[str, dict[str, Any]] | None = None,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """Median step time and peak memory of each method relative to ``standard`` (measured first).
+
+    Args:
+        methods: registered method names (``standard`` is added when missing).
+        model: model alias, folder or hub id (default: the packaged MiniLM).
+        batch_size, seq_len: the fixed batch (paper setting: 32 x 128).
+        warmup, steps: untimed and timed training steps per method.
+        device: ``cuda`` when available, else ``cpu``.
+        isolate: one fresh process per method (default: on CPU, where it is needed for the memory figure).
+        method_overrides: per-method hyper-parameters, e.g. ``{"freelb": {"adv_steps": 2}}``.
+
+    Returns:
+        One dict per method: ``method``, ``passes`` (full passes per step), ``pass_ratio``,
+        ``step_s`` (median wall time), ``time_ratio``, ``time_per_pass`` (= time_ratio / pass_ratio;
+        target <= 1.15), ``cpu_ratio`` (median process CPU time ratio), ``mem_mb``, ``mem_ratio``.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from ..errors import UsageError
+    from ..methods import METHODS
+
+    names = list(dict.fromkeys(["standard", *methods]))
+    unknown = [n for n in names if n not in METHODS]
+    if unknown:
+        raise UsageError(f"unknown method(s) {', '.join(unknown)} (choose from: {', '.join(sorted(METHODS))})")
+    if steps < 1 or warmup < 0 or batch_size < 1 or seq_len < 2:
+        raise UsageError("need steps >= 1, warmup >= 0, batch_size >= 1 and seq_len >= 2")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    isolate = (device == "cpu") if isolate is None else isolate
+    overrides = method_overrides or {}
+    raw = []
+    for name in tqdm(names, desc="overhead", unit="method"):
+        args = (name, model, batch_size, seq_len, warmup, steps, device, overrides.get(name, {}), seed)
+        if isolate:
+            with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+                raw.append(pool.submit(_measure_one, *args).result())
+        else:
+            raw.append(_measure_one(*args))
+    ref = raw[0]
+    ref_time, ref_cpu = statistics.median(ref["times"]), statistics.median(ref["cpu_times"])
+    rows = []
+    for r in raw:
+        t = statistics.median(r["times"])
+        pass_ratio = r["passes"] / ref["passes"] if ref["passes"] else None
+        time_ratio = t / ref_time
+        cpu_ratio = statistics.median(r["cpu_times"]) / ref_cpu if ref_cpu > 0 else None
+        mem_ratio = r["mem_mb"] / ref["mem_mb"] if r["mem_mb"] is not None and ref["mem_mb"] else None
+        rows.append(
+            {
+                "method": r["method"],
+                "passes": round(r["passes"], 2),
+                "pass_ratio": round(pass_ratio, 2) if pass_ratio else None,
+                "step_s": round(t, 4),
+                "time_ratio": round(time_ratio, 2),
+                "time_per_pass": round(time_ratio / pass_ratio, 2) if pass_ratio else None,
+                "cpu_ratio": round(cpu_ratio, 2) if cpu_ratio is not None else None,
+                "mem_mb": round(r["mem_mb"], 1) if r["mem_mb"] is not None else None,
+                "mem_ratio": round(mem_ratio, 2) if mem_ratio is not None else None,
+            }
+        )
+    return rows
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """A markdown table of :func:`measure_overhead`'s rows."""
+    keys = list(rows[0]) if rows else []
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join("–" if r[k] is None else str(r[k]) for k in keys) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m advtune.bench.overhead --methods freelb,pgd --steps 5``: print the overhead table."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--methods", default=None, help="comma-separated methods (default: every registered one)")
+    p.add_argument("--model", default="minilm")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--device", default=None)
+    p.add_argument("--no-isolate", action="store_true", help="measure every method in this process")
+    p.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    args = p.parse_args(argv)
+    from ..methods import METHODS
+
+    methods = args.methods.split(",") if args.methods else list(METHODS)
+    rows = measure_overhead(
+        methods, model=args.model, batch_size=args.batch_size, seq_len=args.seq_len, warmup=args.warmup,
+        steps=args.steps, device=args.device, isolate=False if args.no_isolate else None,
+    )  # fmt: skip
+    print(format_table(rows))
+    print(f"target: time_per_pass <= {TIME_TARGET}; mem = peak minus memory before the first step (no weights)")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(rows, fh, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

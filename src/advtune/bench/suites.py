@@ -1,0 +1,266 @@
+"""Benchmark suites: which (task x method x seed) grid to run, with one shared training budget.
+
+A suite is data, not code: the runner (:mod:`advtune.bench.runner`) turns it into grid cells and
+trains each cell through :func:`advtune.pipeline.train`, so every suite, from the 10-minute CPU
+``demo`` to the ``paper`` settings for a GPU machine, runs the same code path. Every subset a suite
+uses is declared here (``TaskSpec.note``) and copied into each run's ``cell.json`` and into the
+report, so no table hides that it was computed on a subset.
+
+``methods=ALL`` means "every registered method at run time": suites grow as methods land, and a
+method that a suite names but that is not registered is skipped with a note.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import UsageError
+
+ALL = ("*",)
+"""Placeholder for "every method in :data:`advtune.methods.METHODS`", resolved when the grid is built."""
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task of a suite with the data budget it is trained on.
+
+    Args:
+        task (`str`): task name for :func:`advtune.tasks.get_task`.
+        label (`str`): folder name of the task in the results tree (``sst2-1k``, ``banking77-half``).
+        args (`dict`): :class:`~advtune.config.TaskArguments` / training arguments specific to this task
+            (``max_train_samples``, ``train_fraction_per_label``, ``max_eval_samples``, ``num_train_epochs``...).
+        note (`str`): the subset, in words, for the report ("1,000 of 67,349 train examples").
+    """
+
+    task: str
+    label: str
+    args: dict[str, Any] = field(default_factory=dict)
+    note: str = "full data"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Extra runs of a method: a λ sweep (``overrides={"adv_lambda": 0.5}``) or an epoch sweep
+    (``training={"num_train_epochs": 2}``); the report plots AUA against whichever value varies."""
+
+    name: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A benchmark grid: tasks x methods x seeds (x variants), one training budget for all cells.
+
+    Args:
+        name (`str`): suite name (``advtune bench --suite NAME``).
+        description (`str`): one line for ``--help`` and the report.
+        tasks (`tuple[TaskSpec, ...]`): tasks and their data budgets.
+        methods (`tuple[str, ...]`): method names; :data:`ALL` = every registered method.
+        seeds (`tuple[int, ...]`): training seeds.
+        training (`dict`): arguments passed to every :func:`advtune.pipeline.train` call.
+        method_overrides (`dict[str, dict]`): per-method hyper-parameters (default: the paper's).
+        variants (`dict[str, tuple[Variant, ...]]`): extra runs per method (λ or epoch sweeps).
+        attack (`dict | None`): word-substitution attack after training (``{"n": 200, "split": "dev"}``).
+        model (`str`): model alias, local folder or hub id.
+        kind (`str`): ``"grid"`` (train runs) or ``"overhead"`` (speed/memory measurement only).
+    """
+
+    name: str
+    description: str
+    tasks: tuple[TaskSpec, ...] = ()
+    methods: tuple[str, ...] = ALL
+    seeds: tuple[int, ...] = (1,)
+    training: dict[str, Any] = field(default_factory=dict)
+    method_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    variants: dict[str, tuple[Variant, ...]] = field(default_factory=dict)
+    attack: dict[str, Any] | None = None
+    model: str = "minilm"
+    kind: str = "grid"
+
+    def replace(self, **changes: Any) -> Suite:
+        return dataclasses.replace(self, **changes)
+
+
+# ------------------------------------------------------------------------------------------ suites
+# CPU budgets are measured on 2 cores (MiniLM, batch 32): keep sequences short and subsets small.
+_CPU_TRAINING = {
+    "per_device_train_batch_size": 32,
+    "per_device_eval_batch_size": 128,
+    "learning_rate": 1e-4,
+    "warmup_steps": 0.1,
+    "save_strategy": "no",  # a killed cell is redone from scratch; checkpoints would only cost time
+    "logging_steps": 10,
+    "disable_tqdm": True,  # the runner shows one bar over the grid
+}
+
+DEMO = Suite(
+    name="demo",
+    description="README main job (<= 10 min on 2 CPU cores): methods on an SST-2 subset + word-substitution attack",
+    tasks=(
+        TaskSpec(
+            "sst2",
+            "sst2-1k",
+            {"max_train_samples": 1000, "max_length": 64, "num_train_epochs": 1},
+            "1,000 of 67,349 train examples (seeded), max length 64, 1 epoch; full dev set (872)",
+        ),
+    ),
+    methods=("standard", "freelb", "cat"),
+    seeds=(1,),
+    training=_CPU_TRAINING,
+    attack={"n": 200},
+)
+
+_GLUE_SMALL_TASKS = (
+    TaskSpec(
+        "rte",
+        "rte",
+        {"max_train_samples": 1000, "max_length": 128},
+        "1,000 of 2,490 train examples, max length 128; full dev (277)",
+    ),
+    TaskSpec(
+        "mrpc",
+        "mrpc",
+        {"max_train_samples": 1000, "max_length": 128},
+        "1,000 of 3,668 train examples, max length 128; full dev (408)",
+    ),
+    TaskSpec(
+        "cola",
+        "cola",
+        {"max_train_samples": 1000, "max_length": 64},
+        "1,000 of 8,551 train examples, max length 64; full dev (1,043)",
+    ),
+    TaskSpec(
+        "stsb",
+        "stsb",
+        {"max_train_samples": 1000, "max_length": 128, "max_eval_samples": 500},
+        "1,000 of 5,749 train examples, max length 128; first 500 of 1,500 dev examples",
+    ),
+    TaskSpec(
+        "sst2",
+        "sst2-2k",
+        {"max_train_samples": 2000, "max_length": 64},
+        "2,000 of 67,349 train examples, max length 64; full dev (872)",
+    ),
+)
+
+GLUE_SMALL = Suite(
+    name="glue-small",
+    description="RTE, MRPC, CoLA, STS-B and an SST-2 subset x all methods x 3 seeds (CPU-sized subsets)",
+    tasks=_GLUE_SMALL_TASKS,
+    methods=ALL,
+    seeds=(1, 2, 3),
+    training={**_CPU_TRAINING, "num_train_epochs": 3, "eval_strategy": "epoch"},
+)
+
+_INTENT = (("banking77", "10,003"), ("clinc150", "15,000"), ("hwu64", "8,884"))
+_INTENT_SPLITS = "test,test-difficult"  # the CAT paper's full and difficult test sets
+
+INTENT = Suite(
+    name="intent",
+    description="BANKING77, CLINC150, HWU64: full and half training data (per label), full and difficult test sets",
+    tasks=tuple(
+        spec
+        for task, n in _INTENT
+        for spec in (
+            TaskSpec(
+                task,
+                task,
+                {"max_length": 64, "eval_splits": _INTENT_SPLITS},
+                f"all {n} train examples, max length 64; full + difficult test",
+            ),
+            TaskSpec(
+                task,
+                f"{task}-half",
+                {"max_length": 64, "train_fraction_per_label": 0.5, "eval_splits": _INTENT_SPLITS},
+                f"half of each label of the {n} train examples (seeded), max length 64; full + difficult test",
+            ),
+        )
+    ),
+    methods=ALL,
+    seeds=(1, 2, 3),
+    training={**_CPU_TRAINING, "num_train_epochs": 5, "learning_rate": 4e-5, "eval_strategy": "epoch"},
+)
+
+_PAPER_TRAINING = {
+    "per_device_train_batch_size": 32,
+    "per_device_eval_batch_size": 128,
+    "learning_rate": 2e-5,
+    "warmup_steps": 0.1,
+    "weight_decay": 0.01,
+    "save_strategy": "epoch",
+    "eval_strategy": "epoch",
+    "logging_steps": 50,
+    "disable_tqdm": True,
+}
+
+PAPER = Suite(
+    name="paper",
+    description="The papers' full settings (BERT-base, full GLUE/intent data, 5 seeds): for a GPU machine",
+    tasks=(
+        *(
+            TaskSpec(t, t, {"max_length": 128, "num_train_epochs": 3}, "full data, max length 128, 3 epochs")
+            for t in ("rte", "mrpc", "cola", "stsb", "sst2")
+        ),
+        *(
+            TaskSpec(
+                t,
+                t,
+                {"max_length": 128, "num_train_epochs": 5, "learning_rate": 4e-5, "eval_splits": _INTENT_SPLITS},
+                "full data, max length 128, 5 epochs (CAT paper, Qi et al. 2021 settings)",
+            )
+            for t, _ in _INTENT
+        ),
+    ),
+    methods=ALL,
+    seeds=(1, 2, 3, 4, 5),
+    training=_PAPER_TRAINING,
+    attack={"n": 1000},
+    model="bert-base-uncased",
+)
+
+PEAFT_FIG2 = Suite(
+    name="peaft-fig2",
+    description="PEAFT Figure 2: ACC/AUA vs λ (PEAFT) and AUA vs epochs (PEAFT, FreeLB, ROSE) on SST-2",
+    tasks=(
+        TaskSpec(
+            "sst2",
+            "sst2-2k",
+            {"max_train_samples": 2000, "max_length": 64},
+            "2,000 of 67,349 train examples (seeded), max length 64; attack on 200 dev examples",
+        ),
+    ),
+    methods=("standard", "peaft", "freelb", "rose"),
+    seeds=(1,),
+    training={**_CPU_TRAINING, "num_train_epochs": 3},
+    variants={
+        "peaft": (
+            *(Variant(f"lam{lam:g}", {"adv_lambda": lam}) for lam in (0.0, 0.25, 0.5, 0.75)),  # 1.0 = the default
+            *(Variant(f"e{e}", training={"num_train_epochs": e}) for e in (1, 2, 4, 5)),
+        ),
+        **{
+            m: tuple(Variant(f"e{e}", training={"num_train_epochs": e}) for e in (1, 2, 4, 5))
+            for m in ("freelb", "rose")
+        },
+    },
+    attack={"n": 200},
+)
+
+OVERHEAD = Suite(
+    name="overhead",
+    description="step time and peak memory of every method relative to standard fine-tuning",
+    methods=ALL,
+    training={"batch_size": 32, "seq_len": 128, "warmup": 2, "steps": 5},  # FreeLB's batch 32 x length 128
+    kind="overhead",
+)
+
+SUITES: dict[str, Suite] = {s.name: s for s in (DEMO, GLUE_SMALL, INTENT, PAPER, PEAFT_FIG2, OVERHEAD)}
+
+
+def get_suite(name: str) -> Suite:
+    try:
+        return SUITES[name]
+    except KeyError:
+        raise UsageError(f"unknown suite '{name}' (choose from: {', '.join(SUITES)})") from None

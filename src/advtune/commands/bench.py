@@ -1,0 +1,174 @@
+"""``advtune bench --suite NAME [--methods a,b] [--seeds 1,2,3] [--tasks t1,t2] [--out DIR]``.
+
+Runs a suite's grid (see :mod:`advtune.bench.suites`), resumable: rerun the same command after an
+interruption and only unfinished cells are computed. Prints one summary table at the end and writes
+``REPORT.md`` into the output folder (``advtune report DIR`` rebuilds it at any time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import UsageError
+
+
+def _parse_set(items: list[str]) -> dict[str, Any]:
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise UsageError(f"--set expects KEY=VALUE, got '{item}'")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ..bench.suites import SUITES
+
+    lines = "\n".join(f"  {n:<11} {s.description}" for n, s in SUITES.items())
+    parser = argparse.ArgumentParser(
+        prog="advtune bench",
+        description=f"Run a benchmark suite.\n\nsuites:\n{lines}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--suite", required=True, help=f"one of: {', '.join(SUITES)}")
+    parser.add_argument(
+        "--methods", help="comma-separated methods (default: the suite's; unregistered ones are skipped)"
+    )
+    parser.add_argument("--seeds", help="comma-separated seeds (default: the suite's)")
+    parser.add_argument("--tasks", help="comma-separated task names or labels of the suite (default: all)")
+    parser.add_argument("--out", help="results folder (default: results/<suite>)")
+    parser.add_argument("--model", help="model alias, local folder or hub id (default: the suite's)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a training argument for every cell, e.g. --set num_train_epochs=2 (repeatable)",
+    )
+    parser.add_argument("--no-attack", action="store_true", help="skip the word-substitution attack")
+    parser.add_argument("--attack-n", type=int, help="attack the first N examples (default: the suite's)")
+    parser.add_argument("--no-report", action="store_true", help="do not write REPORT.md at the end")
+    parser.add_argument("--dry-run", action="store_true", help="list the cells and their state, run nothing")
+    parser.add_argument("--stop-on-error", action="store_true", help="stop at the first failing cell")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    from ..bench.suites import get_suite
+
+    suite = get_suite(args.suite)
+    out = Path(args.out or f"results/{suite.name}")
+    if suite.kind == "overhead":
+        return _overhead(suite, out, args)
+    from ..bench.runner import build_grid, run_grid, write_bench_record
+
+    cells, notes = build_grid(
+        suite,
+        out,
+        methods=args.methods,
+        seeds=args.seeds,
+        tasks=args.tasks,
+        model=args.model,
+        training=_parse_set(args.set),
+        attack=not args.no_attack,
+    )
+    for note in notes:
+        print(f"note: {note}")
+    if args.attack_n is not None:
+        if args.attack_n <= 0:
+            raise UsageError(f"--attack-n must be positive, got {args.attack_n}")
+        cells = [dataclasses.replace(c, attack={**c.attack, "n": args.attack_n}) if c.attack else c for c in cells]
+    if args.dry_run:
+        for c in cells:
+            state = "done" if c.is_done() else "trained, not attacked" if c.is_trained() else "to run"
+            print(f"{c.name:<45} {state}")
+        return 0
+    _quiet()
+    write_bench_record(out, suite, cells, ["bench", *argv])
+    start = time.perf_counter()
+    result = run_grid(cells, stop_on_error=args.stop_on_error, log_file=out / "bench.log")
+    wall = time.perf_counter() - start
+    print(
+        f"{len(result.trained)} trained, {len(result.attacked)} attacked, {len(result.skipped)} already done, "
+        f"{len(result.failed)} failed; wall time {wall:.0f} s"
+    )
+    _print_summary(out, {c.run_dir for c in cells})
+    if not args.no_report:
+        from ..report import build_report
+
+        print(f"report: {build_report(out)}")
+    for name, why in result.failed:
+        print(f"failed: {name}: {why}", file=sys.stderr)
+    return 1 if result.failed else 0
+
+
+def _quiet() -> None:
+    """Only the grid's bar on the terminal: no per-run Trainer bars, weight-init or datasets chatter."""
+    import datasets
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+
+
+def _print_summary(out: Path, run_dirs: set[Path]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..report import collect_runs, summary_rows
+
+    records = [r for r in collect_runs(out) if r.path in run_dirs]
+    header, rows = summary_rows(records)
+    table = Table(title=f"advtune bench: {out}")
+    for h in header:
+        table.add_column(h, justify="left" if h in ("task", "method") else "right")
+    for row in rows:
+        table.add_row(*map(str, row))
+    Console(file=sys.stdout, width=140).print(table)
+
+
+def _overhead(suite, out: Path, args) -> int:
+    """The overhead suite: :func:`advtune.bench.overhead.measure_overhead` over every registered method."""
+    import inspect
+
+    from .. import runs
+    from ..bench.overhead import measure_overhead
+    from ..bench.runner import OVERHEAD_FILE, _csv, registered_methods
+    from ..report import environment, overhead_table
+
+    registered = registered_methods()
+    wanted = _csv(args.methods) or registered
+    methods = [m for m in wanted if m in registered]
+    for m in set(wanted) - set(methods):
+        print(f"note: method '{m}' is not registered; skipped")
+    if "standard" not in methods:
+        methods.insert(0, "standard")
+    params = inspect.signature(measure_overhead).parameters
+    kwargs: dict[str, Any] = {**suite.training, **_parse_set(args.set)}
+    if args.model:
+        kwargs["model"] = args.model
+    unknown = sorted(set(kwargs) - set(params))
+    if unknown:
+        raise UsageError(f"the overhead suite does not take {', '.join(unknown)} (it takes: {', '.join(params)})")
+    if args.dry_run:
+        print(f"overhead of {', '.join(methods)} with {kwargs}")
+        return 0
+    _quiet()
+    result = measure_overhead(methods, **kwargs)
+    data = result if isinstance(result, dict) and "rows" in result else {"rows": result}
+    data = {**data, "environment": environment(), "methods": methods, "kwargs": kwargs}
+    runs.write_json_atomic(out / OVERHEAD_FILE, data)
+    print(overhead_table(data) or data)
+    print(f"written: {out / OVERHEAD_FILE}")
+    return 0

@@ -1,0 +1,182 @@
+"""PEAFT: parameter-efficient adversarial fine-tuning with a defense soft prompt.
+
+Paper: "Robust Tuning of Pre-trained Language Models: a Parameter-efficient Approach" (anonymous ACL
+submission, section 3). The encoder is frozen; ``k`` virtual tokens (the *defense* soft prompt,
+peft ``PromptTuningConfig(task_type="SEQ_CLS")``) and the classification head train on
+``L_bgn + λ·L_adv``. The inner maximisation perturbs the input word embeddings with δ (mask M =
+real tokens; δ0 = U(-1,1)·M·ε_init/sqrt(q·d), q = real tokens of the example) and an *attack* soft
+prompt of ``k_a`` virtual tokens, both moved by K sign-gradient steps on ``L_adv``.
+
+Choices where the paper is silent (documented in docs/methods/peaft.md):
+* the paper's step ``δ_k = ε·sign(∇_E L_adv)`` is L∞ PGD with step 2ε and radius ε (the default
+  ``adv_step_size=None``); any other step size gives ordinary L∞ PGD inside the ε-ball;
+* the attack prompt is persistent method state (a universal adversarial prompt, like FreeAT's δ),
+  initialised from random vocabulary embeddings and kept in an L∞ ball of ``adv_prompt_epsilon``
+  around that start; it is inserted between the defense prompt and the text for the adversarial
+  forwards only and is never part of the inference model;
+* the head is trained (a new task needs one): peft's ``classifier``/``score`` plus BERT-style
+  ``pooler`` (RoBERTa's ``classifier`` already contains its dense layer);
+* no hyper-parameter table: defaults k=20, k_a=5, K=3, ε=0.01, ε_init=0.6, λ=1 are ours.
+Cost per step: 1 clean + K inner + 1 adversarial forward, K inner (δ/prompt only) + 1 full backward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..embeddings import input_embedding_module, word_embeddings
+from ..perturbation import ascent_step, init_delta, masked_norm
+from .base import Method, MethodConfig, StepOutput, cfg_field, is_regression, model_inputs, task_loss
+
+ADAPTER_DIR = "peft_adapter"
+
+
+@dataclass
+class PEAFTConfig(MethodConfig):
+    adv_num_virtual_tokens: int = cfg_field(20, "k: defense soft-prompt tokens (trained, kept for inference).")
+    adv_attack_tokens: int = cfg_field(5, "k_a: attack soft-prompt tokens (inner maximisation only; 0 = none).")
+    adv_steps: int = cfg_field(3, "K: sign-gradient ascent steps of the inner maximisation.")
+    adv_epsilon: float = cfg_field(0.01, "ε: L∞ radius of δ (per embedding entry).")
+    adv_step_size: float | None = cfg_field(None, "Ascent step; None = 2ε, i.e. the paper's δ_k = ε·sign(∇).")
+    adv_init_scale: float = cfg_field(0.6, "ε_init of δ0 = U(-1,1)·M·ε_init/sqrt(q·d).")
+    adv_lambda: float = cfg_field(1.0, "λ of L_total = L_bgn + λ·L_adv (0 = plain prompt tuning).")
+    adv_prompt_epsilon: float = cfg_field(0.05, "L∞ radius of the attack prompt around its initialisation.")
+    adv_train_pooler: bool = cfg_field(True, "Also train the model's `pooler` (BERT-style heads) with the classifier.")
+
+    def validate(self) -> None:
+        self._check(self.adv_num_virtual_tokens > 0, "adv_num_virtual_tokens", "must be positive")
+        self._check(self.adv_attack_tokens >= 0, "adv_attack_tokens", "must be >= 0")
+        self._check(self.adv_steps >= 1, "adv_steps", "must be >= 1")
+        self._check(self.adv_epsilon > 0, "adv_epsilon", "must be positive")
+        self._check(self.adv_step_size is None or self.adv_step_size > 0, "adv_step_size", "must be positive")
+        self._check(self.adv_init_scale >= 0, "adv_init_scale", "must be >= 0")
+        self._check(self.adv_lambda >= 0, "adv_lambda", "must be >= 0")
+        self._check(self.adv_prompt_epsilon >= 0, "adv_prompt_epsilon", "must be >= 0")
+
+
+class PEAFT(Method):
+    name = "peaft"
+    config_class = PEAFTConfig
+    paper = {"title": "Robust Tuning of Pre-trained Language Models: a Parameter-efficient Approach", "arxiv": ""}
+
+    def __init__(self, config: PEAFTConfig | None = None, **overrides: Any) -> None:
+        super().__init__(config, **overrides)
+        self.attack_prompt: torch.Tensor | None = None  # (k_a, d), persistent
+        self.attack_prompt_init: torch.Tensor | None = None
+
+    # ------------------------------------------------------------------ model surgery
+    def setup(self, model: torch.nn.Module) -> torch.nn.Module:
+        from peft import PromptTuningConfig, PromptTuningInit, get_peft_model
+
+        c = self.config
+        has_pooler = any(n.endswith("pooler") for n, _ in model.named_modules())
+        heads = ["pooler"] if c.adv_train_pooler and has_pooler else []
+        peft_cfg = PromptTuningConfig(
+            task_type="SEQ_CLS", num_virtual_tokens=c.adv_num_virtual_tokens,
+            prompt_tuning_init=PromptTuningInit.SAMPLE_VOCAB, modules_to_save=heads or None,
+        )
+        model = get_peft_model(model, peft_cfg)
+        if c.adv_attack_tokens and self.attack_prompt is None:
+            vocab = input_embedding_module(model).weight
+            rows = torch.randint(0, vocab.shape[0], (c.adv_attack_tokens,))
+            self.attack_prompt_init = vocab[rows].detach().float().clone()
+            self.attack_prompt = self.attack_prompt_init.clone()
+        return model
+
+    # ------------------------------------------------------------------ the step
+    def _adv_forward(self, model, inputs, delta: torch.Tensor, prompt: torch.Tensor | None):
+        """Forward on [defense prompt (added by peft), attack prompt, E(x) + δ]."""
+        embeds = word_embeddings(model, inputs["input_ids"])
+        embeds = embeds + delta.to(embeds.dtype)
+        kwargs = {k: v for k, v in model_inputs(inputs).items() if k != "input_ids"}
+        if prompt is not None:
+            b, k_a = embeds.shape[0], prompt.shape[0]
+            embeds = torch.cat([prompt.to(embeds.dtype).unsqueeze(0).expand(b, -1, -1), embeds], dim=1)
+            for key, fill in (("attention_mask", 1), ("token_type_ids", 0)):
+                if kwargs.get(key) is not None:
+                    pad = kwargs[key].new_full((b, k_a), fill)
+                    kwargs[key] = torch.cat([pad, kwargs[key]], dim=1)
+        return model(inputs_embeds=embeds, **kwargs).logits
+
+    def step(self, model, inputs, backward) -> StepOutput:
+        c = self.config
+        regression, labels = is_regression(model), inputs["labels"]
+        mask = inputs["attention_mask"]
+        step_size = c.adv_step_size if c.adv_step_size is not None else 2 * c.adv_epsilon
+        ref = word_embeddings(model, inputs["input_ids"])
+        delta = init_delta(ref, mask, "uniform", c.adv_init_scale, "l2")
+        prompt = None if self.attack_prompt is None else self.attack_prompt.to(ref.device).clone()
+        adv_losses = []
+        with self.no_sync():
+            for _ in range(c.adv_steps):
+                delta.requires_grad_()
+                leaves = [delta] + ([prompt.requires_grad_()] if prompt is not None else [])
+                loss = task_loss(self._adv_forward(model, inputs, delta, prompt), labels, regression)
+                grads = torch.autograd.grad(loss, leaves)
+                adv_losses.append(loss.item())
+                delta = ascent_step(delta, grads[0], mask, step_size, c.adv_epsilon, "linf")
+                if prompt is not None:
+                    prompt = self._prompt_step(prompt, grads[1], step_size)
+        if prompt is not None:
+            self.attack_prompt = prompt.detach().to(self.attack_prompt.device)
+        clean = task_loss(model(**model_inputs(inputs)).logits, labels, regression)
+        adv = task_loss(self._adv_forward(model, inputs, delta, prompt), labels, regression)
+        total = clean + c.adv_lambda * adv
+        backward(total)
+        metrics = {
+            "adv/clean_loss": clean.item(), "adv/loss": adv.item(), "adv/inner_loss_first": adv_losses[0],
+            "adv/delta_norm": masked_norm(delta, mask, "linf").mean().item(),
+        }
+        return StepOutput(total.detach(), metrics)
+
+    @torch.no_grad()
+    def _prompt_step(self, prompt: torch.Tensor, grad: torch.Tensor, step_size: float) -> torch.Tensor:
+        init = self.attack_prompt_init.to(prompt.device)
+        moved = prompt.detach().float() + step_size * torch.nan_to_num(grad.float()).sign()
+        c = self.config.adv_prompt_epsilon
+        return (init + (moved - init).clamp(-c, c)).detach()
+
+    # ------------------------------------------------------------------ inference, saving, state
+    def inference_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The peft model (frozen encoder + defense prompt + head); the attack prompt is not in it."""
+        return model
+
+    def save_inference_model(self, model, tokenizer, out_dir) -> None:
+        """``peft_adapter/`` (prompt + head, safetensors) and the tokenizer; the base model is the run's --model."""
+        model.save_pretrained(Path(out_dir) / ADAPTER_DIR, safe_serialization=True)
+        tokenizer.save_pretrained(out_dir)
+
+    @classmethod
+    def load_inference_model(cls, run_dir, run_config: dict[str, Any]):
+        from peft import PeftModel
+        from transformers import AutoTokenizer
+
+        from ..modeling import load_model
+
+        labels = run_config.get("label_names")
+        base = load_model(run_config["model"]["model"], num_labels=len(labels) if labels else 1,
+                          regression=not labels, label_names=labels)
+        model = PeftModel.from_pretrained(base, str(Path(run_dir) / ADAPTER_DIR))
+        return model, AutoTokenizer.from_pretrained(str(run_dir))
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.attack_prompt is None:
+            return {}
+        return {"attack_prompt": self.attack_prompt.cpu(), "attack_prompt_init": self.attack_prompt_init.cpu()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("attack_prompt") is not None:
+            self.attack_prompt = state["attack_prompt"].float()
+            self.attack_prompt_init = state["attack_prompt_init"].float()
+
+
+def trainable_parameters(model: torch.nn.Module) -> int:
+    """Number of parameters that train (PEAFT: k·d + head)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+__all__ = ["PEAFT", "PEAFTConfig", "trainable_parameters"]

@@ -1,0 +1,133 @@
+"""VAT: virtual adversarial training as the smoothness-inducing regulariser of SMART.
+
+Paper: Jiang et al., "SMART: Robust and Efficient Fine-Tuning for Pre-trained Natural Language Models
+through Principled Regularized Optimization" (arXiv 1911.03437), after Miyato et al. 2018 (VAT); it is
+the "VAT" row of the TAT paper (arXiv 2104.05847, eq. 1):
+
+    min_θ  L(f(x), y) + α · max_{‖δ‖∞ ≤ ε} ℓs(f(x + δ), f(x))
+
+with ℓs the symmetric KL divergence (squared error for regression). The inner max is K normalised
+L∞ steps from δ ~ N(0, σ²) on ℓs(f(x+δ), f(x).detach()), projected to ε. Defaults: SMART section 5
+(σ = 1e-5, ε = 1e-5, η = 1e-3, K = 1, α = 1).
+
+Cost per step: K + 2 forward passes; K backward passes to δ only (``torch.autograd.grad``), then one
+backward through the clean and perturbed graphs (≈ 3× standard in passes for K = 1; TAT says "roughly 2×").
+
+Choices where the papers are silent, as in their reference code (MT-DNN ``SmartPerturbation``):
+δ is added to the word embeddings; every forward pass draws its own dropout masks (set
+``adv_reuse_dropout`` to give the perturbed passes the clean pass's masks); the regulariser's
+gradient flows through both f(x) and f(x+δ). Deviation: the L∞ step is ``sign(g)`` (``perturbation.
+normalize``) rather than MT-DNN's ``g / max|g|``; both are steepest-ascent directions for L∞ and
+η ≫ ε makes the projected results equal up to rounding. The N(0, σ²) start is projected to the ε-ball too
+(the papers set σ = ε and do not say; this keeps every perturbation the model sees within ε).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..embeddings import RNGState, forward_with_delta, maybe_replay, word_embeddings
+from ..perturbation import NORMS, ascent_step, init_delta, masked_norm, project
+from .base import Method, MethodConfig, StepOutput, cfg_field, is_regression, model_inputs, symmetric_kl, task_loss
+
+Objective = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class VATConfig(MethodConfig):
+    """Hyper-parameters of VAT (defaults: SMART section 5, also used by TAT section 3.1).
+
+    adv_steps (`int`, *optional*, defaults to `1`): K, inner steps estimating the worst δ.
+    adv_step_size (`float`, *optional*, defaults to `1e-3`): η, size of each normalised L∞ step.
+    adv_epsilon (`float`, *optional*, defaults to `1e-5`): ε, L∞ radius δ is projected to (0 = none).
+    adv_init_scale (`float`, *optional*, defaults to `1e-5`): σ, standard deviation of δ's initial noise.
+    adv_alpha (`float`, *optional*, defaults to `1.0`): α, weight of the smoothness term (eq. 1).
+    """
+
+    adv_steps: int = cfg_field(1, "K: inner steps estimating the adversarial perturbation.")
+    adv_step_size: float = cfg_field(1e-3, "eta: size of each normalised inner step.")
+    adv_epsilon: float = cfg_field(1e-5, "epsilon: radius of the perturbation ball (0 = unbounded).")
+    adv_init_scale: float = cfg_field(1e-5, "sigma: standard deviation of the N(0, sigma^2) initial perturbation.")
+    adv_norm: str = cfg_field("linf", "Norm of the perturbation ball and of the normalised steps: linf or l2.")
+    adv_alpha: float = cfg_field(1.0, "alpha: weight of the adversarial smoothness term in the loss.")
+    adv_reuse_dropout: bool = cfg_field(False, "Give the perturbed forward passes the clean pass's dropout masks.")
+
+    def validate(self) -> None:
+        self._check(self.adv_steps >= 1, "adv_steps", "must be >= 1")
+        self._check(self.adv_step_size > 0, "adv_step_size", "must be > 0")
+        self._check(self.adv_epsilon >= 0, "adv_epsilon", "must be >= 0 (0 = unbounded)")
+        self._check(self.adv_init_scale >= 0, "adv_init_scale", "must be >= 0")
+        self._check(self.adv_norm in NORMS, "adv_norm", f"choose from {', '.join(NORMS)}")
+        self._check(self.adv_alpha >= 0, "adv_alpha", "must be >= 0")
+
+
+class VAT(Method):
+    """``L(f(x), y) + α · ℓs(f(x), f(x + δ*))``; subclasses change the inner objective (TAT) or add terms (SMART)."""
+
+    name = "vat"
+    config_class = VATConfig
+    paper = {"title": "SMART: Robust and Efficient Fine-Tuning for Pre-trained NLP Models", "arxiv": "1911.03437"}
+    descend = False  # the inner steps ascend their objective; TAT descends toward a target label
+
+    def inner_objective(
+        self, clean_logits: torch.Tensor, inputs: dict[str, Any], regression: bool
+    ) -> tuple[Objective, dict[str, float]]:
+        """What the inner steps maximise (or minimise when ``descend``), built once per batch."""
+        target = clean_logits.detach()
+        return (lambda adv_logits: symmetric_kl(adv_logits, target, regression)), {}
+
+    def extra_loss(
+        self, model: torch.nn.Module, inputs: dict[str, Any], clean_logits: torch.Tensor, regression: bool
+    ) -> tuple[torch.Tensor | None, dict[str, float]]:
+        """Additional terms of the outer loss (SMART's Bregman proximal term); none for VAT."""
+        return None, {}
+
+    def perturbation(self, model: torch.nn.Module, inputs: dict[str, Any], objective: Objective, rng) -> torch.Tensor:
+        """δ after K normalised, projected steps on ``objective`` (gradients to δ only, no parameter grads)."""
+        cfg = self.config
+        mask = inputs.get("attention_mask")
+        with torch.no_grad():
+            like = word_embeddings(model, inputs["input_ids"])
+        # N(0, σ²) start, projected so every δ the model sees lies in the ε-ball (σ = ε: a 3σ tail would not)
+        delta = project(
+            init_delta(like, mask, "normal", cfg.adv_init_scale, cfg.adv_norm), mask, cfg.adv_epsilon, cfg.adv_norm
+        )
+        for _ in range(cfg.adv_steps):
+            delta.requires_grad_()
+            with torch.enable_grad(), self.no_sync(), maybe_replay(rng):  # also when called under no_grad
+                value = objective(forward_with_delta(model, inputs, delta).logits)
+            (grad,) = torch.autograd.grad(value, delta)
+            delta = ascent_step(delta, grad, mask, cfg.adv_step_size, cfg.adv_epsilon, cfg.adv_norm, self.descend)
+        return delta
+
+    def compute_loss(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> StepOutput:
+        cfg = self.config
+        regression = is_regression(model)
+        batch = model_inputs(inputs)
+        rng = RNGState.capture(inputs["input_ids"].device) if cfg.adv_reuse_dropout else None
+        with maybe_replay(rng):
+            clean = model(**batch).logits
+        clean_loss = task_loss(clean, inputs["labels"], regression)
+        objective, metrics = self.inner_objective(clean, inputs, regression)
+        delta = self.perturbation(model, batch, objective, rng)
+        with maybe_replay(rng):
+            adv = forward_with_delta(model, batch, delta).logits
+        smooth = symmetric_kl(clean, adv, regression)
+        loss = clean_loss + cfg.adv_alpha * smooth
+        extra, extra_metrics = self.extra_loss(model, batch, clean, regression)
+        if extra is not None:
+            loss = loss + extra
+        mask = batch.get("attention_mask")
+        metrics.update(extra_metrics)
+        metrics.update(
+            {
+                "adv/clean_loss": float(clean_loss.detach()),
+                "adv/smoothness": float(smooth.detach()),
+                "adv/delta_norm": float(masked_norm(delta, mask, cfg.adv_norm).mean()),
+            }
+        )
+        return StepOutput(loss, metrics)

@@ -1,0 +1,628 @@
+"""``advtune report``: markdown tables and PNG plots computed from run folders, nothing hand-written.
+
+Everything in the report is read from files the runs wrote (see :mod:`advtune.runs`):
+``run_config.json`` (task, model, method, seed, data budget), ``metrics.json`` and
+``eval/<task>.<split>/predictions.jsonl`` (clean metrics, confusion matrices, paired tests),
+``attack/<task>.<split>/metrics.json`` (accuracy under attack), ``train_stats.json`` (step time),
+``log_history.json`` (dev metric per epoch), ``robustness/*.json`` (ΔL_max), ``surface/*.json``
+(loss surfaces) and the overhead suite's ``overhead.json``. The hardware is the one recorded in
+``bench.json`` when the runs came from ``advtune bench``, else the machine the report runs on (said so).
+
+Table conventions: metrics are ×100; a cell is the median over seeds, ``± s`` the sample standard
+deviation over seeds and ``(n)`` the number of seeds when there is more than one; ``*`` marks a
+method whose paired test against ``standard`` on the same examples and seed gives p < 0.05 in the
+majority of seeds.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from . import runs
+from .errors import UsageError
+
+BASELINE = "standard"
+_NOT_METRICS = {"n", "task", "split", "loss", "runtime", "samples_per_second", "steps_per_second"}
+_ALIASES = {
+    "matthews": ("matthews", "mcc"),
+    "mcc": ("mcc", "matthews"),
+    "pearson_spearman": ("pearson_spearman", "combined", "pearson"),
+    "pearson": ("pearson",),
+    "spearman": ("spearman",),
+    "f1": ("f1",),
+    "f1_accuracy": ("f1_accuracy", "combined", "f1"),
+    "accuracy": ("accuracy", "acc"),
+}
+
+
+# ------------------------------------------------------------------------------------------ environment
+def environment() -> dict[str, Any]:
+    """Hardware and software of this machine, as stated in reports and ``bench.json``."""
+    import torch
+
+    env: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    try:
+        import transformers
+
+        env["transformers"] = transformers.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    return env
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+# ------------------------------------------------------------------------------------------ run records
+def primary_metric(kind: str | None, keys: Iterable[str]) -> str | None:
+    """The task's headline metric among a metrics file's keys (``matthews`` for CoLA, ...)."""
+    keys = [k for k in keys if k not in _NOT_METRICS]
+    try:
+        from .evaluation.metrics import PRIMARY_METRIC
+    except ImportError:  # pragma: no cover
+        PRIMARY_METRIC = {}
+    if PRIMARY_METRIC.get(kind or "") in keys:
+        return PRIMARY_METRIC[kind or ""]
+    if kind in keys:
+        return kind
+    for cand in (*_ALIASES.get(kind or "", ()), kind or ""):
+        for k in keys:
+            if cand and cand in k:
+                return k
+    for k in ("accuracy", "acc"):
+        if k in keys:
+            return k
+    return sorted(keys)[0] if keys else None
+
+
+@dataclass
+class RunRecord:
+    """A finished run folder, read lazily."""
+
+    path: Path
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    cell: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def task(self) -> str:
+        return self.metrics.get("task") or self.config["task"].get("name") or self.config["task"].get("task")
+
+    @property
+    def task_label(self) -> str:
+        return self.cell.get("task_label") or self.task
+
+    @property
+    def method(self) -> str:
+        return self.config["method"]["name"]
+
+    @property
+    def method_label(self) -> str:
+        return self.cell.get("method_label") or self.method
+
+    @property
+    def method_config(self) -> dict[str, Any]:
+        return self.config["method"].get("config") or {}
+
+    @property
+    def seed(self) -> int:
+        return int(self.config.get("training", {}).get("seed", 0))
+
+    @property
+    def epochs(self) -> float | None:
+        return self.config.get("training", {}).get("num_train_epochs")
+
+    @property
+    def model(self) -> str:
+        return str(self.config.get("model", {}).get("model", "?"))
+
+    @property
+    def metric_kind(self) -> str | None:
+        return self.config.get("task", {}).get("metric")
+
+    @property
+    def splits(self) -> dict[str, dict[str, float]]:
+        return self.metrics.get("splits", {})
+
+    def score(self, split: str) -> float | None:
+        m = self.splits.get(split) or {}
+        key = primary_metric(self.metric_kind, m)
+        return float(m[key]) if key else None
+
+    def metric_name(self, split: str) -> str | None:
+        return primary_metric(self.metric_kind, self.splits.get(split) or {})
+
+    @property
+    def data_note(self) -> str:
+        if self.cell.get("data_note"):
+            return self.cell["data_note"]
+        t = self.config.get("task", {})
+        parts = [f"{self.config.get('num_train_examples', '?')} train examples"]
+        if t.get("train_fraction_per_label"):
+            parts.append(f"{t['train_fraction_per_label']:g} of each label")
+        parts.append(f"max length {t.get('max_length', '?')}")
+        return ", ".join(parts)
+
+    @cached_property
+    def attack(self) -> dict[str, dict[str, Any]]:
+        """``split -> attack metrics`` from ``attack/<task>.<split>/metrics.json``."""
+        out = {}
+        for f in sorted((self.path / "attack").glob("*/metrics.json")):
+            out[f.parent.name.split(".", 1)[-1]] = runs.read_json(f)
+        return out
+
+    @cached_property
+    def train_stats(self) -> dict[str, Any]:
+        f = self.path / "train_stats.json"
+        return runs.read_json(f) if f.is_file() else {}
+
+    @cached_property
+    def log_history(self) -> list[dict[str, Any]]:
+        f = self.path / "log_history.json"
+        return runs.read_json(f) if f.is_file() else []
+
+    def predictions(self, split: str) -> list[dict[str, Any]]:
+        f = runs.eval_dir(self.path, self.task, split) / "predictions.jsonl"
+        return runs.read_jsonl(f) if f.is_file() else []
+
+    def json_files(self, folder: str) -> list[Path]:
+        return sorted((self.path / folder).glob("*.json"))
+
+
+def aua(attack_metrics: dict[str, Any]) -> float | None:
+    """Accuracy under attack from an attack metrics file."""
+    for key in ("aua", "accuracy_under_attack", "robust_accuracy"):
+        if key in attack_metrics:
+            return float(attack_metrics[key])
+    return None
+
+
+def collect_runs(root: str | Path) -> list[RunRecord]:
+    """Every finished run folder under ``root`` (unfinished ones are ignored, as the contract says)."""
+    root = Path(root)
+    if not root.exists():
+        raise UsageError(f"results folder {root} does not exist")
+    out = []
+    for cfg in sorted(root.rglob(runs.RUN_CONFIG)):
+        run = cfg.parent
+        if not runs.is_finished(run):
+            continue
+        cell_f = run / "cell.json"
+        out.append(
+            RunRecord(
+                run,
+                runs.read_json(cfg),
+                runs.read_json(run / runs.METRICS),
+                runs.read_json(cell_f) if cell_f.is_file() else {},
+            )
+        )
+    return out
+
+
+# ------------------------------------------------------------------------------------------ statistics
+def summarize(values: Sequence[float]) -> tuple[float, float | None, int]:
+    """Median, sample standard deviation (None for one value) and count."""
+    vals = [v for v in values if v is not None and not math.isnan(v)]
+    if not vals:
+        return math.nan, None, 0
+    return statistics.median(vals), (statistics.stdev(vals) if len(vals) > 1 else None), len(vals)
+
+
+def fmt_cell(values: Sequence[float], scale: float = 100.0, mark: str = "") -> str:
+    med, sd, n = summarize(values)
+    if n == 0:
+        return "–"
+    text = f"{med * scale:.2f}{mark}"
+    if sd is not None:
+        text += f" ± {sd * scale:.2f} ({n})"
+    return text
+
+
+def _order(methods: Iterable[str]) -> list[str]:
+    ms = sorted(set(methods))
+    return ([BASELINE] if BASELINE in ms else []) + [m for m in ms if m != BASELINE]
+
+
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def significance(a: RunRecord, b: RunRecord, split: str) -> float | None:
+    """p-value of the paired test between two runs on one split, for the split's headline metric.
+
+    :func:`advtune.evaluation.significance.compare_runs` (McNemar for accuracy, paired randomization
+    otherwise); ``None`` when the runs do not share the examples or the module is unavailable.
+    """
+    try:
+        from .evaluation.significance import compare_runs
+    except ImportError:  # pragma: no cover
+        return None
+    try:
+        rows = compare_runs(a.path, b.path, task_split=f"{a.task}.{split}", shuffles=2000)
+    except (UsageError, ValueError, OSError, KeyError):
+        return None
+    metric = a.metric_name(split)
+    for row in rows:
+        if row.get("metric") == metric and row.get("p_value") is not None:
+            return float(row["p_value"])
+    return None
+
+
+# ------------------------------------------------------------------------------------------ tables
+def splits_of(records: Sequence[RunRecord]) -> list[str]:
+    """Evaluation splits in first-seen order (the first one is the headline split)."""
+    seen: dict[str, None] = {}
+    for r in records:
+        for s in r.splits:
+            seen.setdefault(s, None)
+    return list(seen)
+
+
+def main_table(records: Sequence[RunRecord], split_index: int = 0, with_tests: bool = True) -> str | None:
+    """Methods x tasks on one split: median ± sd over seeds, average over tasks, Δ average vs standard."""
+    by_cell: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
+    tasks: dict[str, str] = {}
+    for r in records:
+        split = _split_at(r, split_index)
+        if split is None or r.score(split) is None:
+            continue
+        by_cell[(r.task_label, r.method_label)].append(r)
+        tasks.setdefault(r.task_label, f"{r.task_label} ({split}, {r.metric_name(split)})")
+    if not by_cell:
+        return None
+    methods = _order(m for _, m in by_cell)
+    medians: dict[str, dict[str, float]] = defaultdict(dict)
+    rows = []
+    for m in methods:
+        row = [m]
+        for t in tasks:
+            recs = by_cell.get((t, m), [])
+            vals = [r.score(_split_at(r, split_index)) for r in recs]
+            mark = _mark(recs, by_cell.get((t, BASELINE), []), split_index) if with_tests and m != BASELINE else ""
+            row.append(fmt_cell(vals, mark=mark))
+            if recs:
+                medians[m][t] = summarize(vals)[0]
+        rows.append(row)
+    # the average runs over the tasks the baseline was run on (sweep-only tasks would leave every row blank)
+    avg_tasks = [t for t in tasks if t in medians.get(BASELINE, {})] or list(tasks)
+    base_avg = statistics.mean(medians[BASELINE][t] for t in avg_tasks) if BASELINE in medians else math.nan
+    for row, m in zip(rows, methods):
+        full = all(t in medians[m] for t in avg_tasks)
+        avg = statistics.mean(medians[m][t] for t in avg_tasks) if full else math.nan
+        row.append(f"{avg * 100:.2f}" if full else "–")
+        ok = full and m != BASELINE and not math.isnan(base_avg)
+        row.append(f"{(avg - base_avg) * 100:+.2f}" if ok else "–")
+    return _md_table(["method", *tasks.values(), "average", f"Δ vs {BASELINE}"], rows)
+
+
+def _split_at(r: RunRecord, i: int) -> str | None:
+    keys = list(r.splits)
+    return keys[i] if i < len(keys) else None
+
+
+def _mark(recs: Sequence[RunRecord], base: Sequence[RunRecord], split_index: int) -> str:
+    by_seed = {b.seed: b for b in base}
+    pvals = []
+    for r in recs:
+        b = by_seed.get(r.seed)
+        split = _split_at(r, split_index)
+        if b is None or split is None:
+            continue
+        p = significance(r, b, split)
+        if p is not None:
+            pvals.append(p)
+    return "*" if pvals and sum(p < 0.05 for p in pvals) > len(pvals) / 2 else ""
+
+
+ATTACK_COLUMNS = {  # key in attack/<task>.<split>/metrics.json -> (header, is a rate shown ×100)
+    "n": ("examples", False),
+    "acc": ("clean acc ×100", True),
+    "aua": ("AUA ×100", True),
+    "avg": ("AVG ×100", True),
+    "attack_success_rate": ("success ×100", True),
+    "mean_words_changed_fraction": ("words changed ×100", True),
+    "mean_queries": ("queries", False),
+}
+
+
+def attack_table(records: Sequence[RunRecord]) -> str | None:
+    """Clean accuracy, accuracy under attack (AUA), their mean (AVG) and the attack's cost, median over seeds."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        for split, m in r.attack.items():
+            groups[(r.task_label, split, r.method_label)].append(m)
+    if not groups:
+        return None
+    keys = [k for k in ATTACK_COLUMNS if any(isinstance(m.get(k), (int, float)) for ms in groups.values() for m in ms)]
+    rows = []
+    for task, split, method in sorted(groups, key=lambda k: (k[0], k[1], _order([k[2], BASELINE]).index(k[2]), k[2])):
+        ms = groups[(task, split, method)]
+        cells = []
+        for k in keys:
+            vals = [float(m[k]) for m in ms if isinstance(m.get(k), (int, float))]
+            if not vals:
+                cells.append("–")
+            elif ATTACK_COLUMNS[k][1]:
+                cells.append(fmt_cell(vals))
+            else:
+                cells.append(f"{summarize(vals)[0]:.4g}")
+        rows.append([task, split, method, len(ms), *cells])
+    return _md_table(["task", "split", "method", "seeds", *[ATTACK_COLUMNS[k][0] for k in keys]], rows)
+
+
+def step_time_table(records: Sequence[RunRecord]) -> str | None:
+    """Median training step time per method, its ratio to standard on the same task and seed, and the
+    wall/CPU seconds the bench recorded (CPU seconds stay comparable on a shared machine)."""
+    groups: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
+    for r in records:
+        if r.train_stats.get("step_time_median_s"):
+            groups[(r.task_label, r.method_label)].append(r)
+    if not groups:
+        return None
+    rows = []
+    for task in sorted({t for t, _ in groups}):
+        base = {r.seed: r.train_stats["step_time_median_s"] for r in groups.get((task, BASELINE), [])}
+        for m in _order(m for t, m in groups if t == task):
+            recs = groups[(task, m)]
+            t_med = summarize([r.train_stats["step_time_median_s"] for r in recs])[0]
+            ratios = [r.train_stats["step_time_median_s"] / base[r.seed] for r in recs if r.seed in base]
+            timing = {k: summarize([r.cell.get("timings", {}).get(k, math.nan) for r in recs])
+                      for k in ("train_cpu_s", "attack_wall_s", "attack_cpu_s")}  # fmt: skip
+            rows.append([
+                task, m, f"{t_med:.3f}", f"{summarize(ratios)[0]:.2f}" if ratios else "–",
+                f"{summarize([r.train_stats.get('train_runtime') or math.nan for r in recs])[0]:.0f}",
+                *(f"{v[0]:.0f}" if v[2] else "–" for v in timing.values()),
+            ])  # fmt: skip
+    header = ["task", "method", "step time (s, median)", f"ratio vs {BASELINE}", "train wall s", "train+eval CPU s",
+              "attack wall s", "attack CPU s"]  # fmt: skip
+    return _md_table(header, rows)
+
+
+def summary_rows(records: Sequence[RunRecord]) -> tuple[list[str], list[list[str]]]:
+    """The bench's one table: per task and method, clean metric, AUA and step-time ratio (medians over seeds)."""
+    groups: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
+    for r in records:
+        groups[(r.task_label, r.method_label)].append(r)
+    rows = []
+    for task in sorted({t for t, _ in groups}):
+        base = {r.seed: r.train_stats.get("step_time_median_s") for r in groups.get((task, BASELINE), [])}
+        for m in _order(m for t, m in groups if t == task):
+            recs = groups[(task, m)]
+            split = next(iter(recs[0].splits), None)
+            clean = [r.score(split) for r in recs if split and r.score(split) is not None]
+            auas = [a for r in recs for a in [aua(next(iter(r.attack.values()), {}))] if a is not None]
+            ratios = [
+                r.train_stats["step_time_median_s"] / base[r.seed]
+                for r in recs
+                if r.train_stats.get("step_time_median_s") and base.get(r.seed)
+            ]
+            name = recs[0].metric_name(split) if split else "–"
+            rows.append([
+                task, m, len(recs), f"{name} ({split})", fmt_cell(clean) if clean else "–",
+                fmt_cell(auas) if auas else "–", f"{summarize(ratios)[0]:.2f}" if ratios else "–",
+            ])  # fmt: skip
+    header = ["task", "method", "seeds", "metric", "clean ×100", "AUA ×100", f"step-time ratio vs {BASELINE}"]
+    return header, rows
+
+
+def summary_table(records: Sequence[RunRecord]) -> str | None:
+    header, rows = summary_rows(records)
+    return _md_table(header, rows) if rows else None
+
+
+def runs_table(records: Sequence[RunRecord]) -> str:
+    """Every run and split with its raw headline metric (×100): the numbers behind the summaries."""
+    rows = []
+    for r in sorted(records, key=lambda r: (r.task_label, r.method_label, r.seed)):
+        for split in r.splits:
+            a = aua(r.attack.get(split, {}))
+            rows.append(
+                [
+                    r.task_label,
+                    split,
+                    r.method_label,
+                    r.seed,
+                    r.metric_name(split),
+                    f"{(r.score(split) or math.nan) * 100:.2f}",
+                    f"{a * 100:.2f}" if a is not None else "–",
+                    f"{r.train_stats.get('step_time_median_s') or math.nan:.3f}",
+                    _rel(r.path),
+                ]
+            )
+    return _md_table(["task", "split", "method", "seed", "metric", "value ×100", "AUA ×100", "step s", "run"], rows)
+
+
+def _rel(path: Path) -> str:
+    return "/".join(path.parts[-3:])
+
+
+def data_table(records: Sequence[RunRecord]) -> str:
+    """What each task label was trained on: subset, seeds, model, epochs; stated, not assumed."""
+    groups: dict[str, list[RunRecord]] = defaultdict(list)
+    for r in records:
+        groups[r.task_label].append(r)
+    rows = []
+    for label, recs in sorted(groups.items()):
+        r0 = recs[0]
+        rows.append(
+            [
+                label,
+                r0.task,
+                r0.data_note,
+                sorted({r.config.get("num_train_examples") for r in recs}, key=str)[0],
+                ", ".join(sorted({str(r.epochs) for r in recs})),
+                ", ".join(map(str, sorted({r.seed for r in recs}))),
+                ", ".join(sorted({r.model for r in recs})),
+                ", ".join(splits_of(recs)),
+            ]
+        )
+    return _md_table(["task label", "task", "data", "train examples", "epochs", "seeds", "model", "eval splits"], rows)
+
+
+def robustness_table(records: Sequence[RunRecord]) -> str | None:
+    """ΔL_max (FreeLB eq. 5) results written by ``advtune robustness`` (one row per run and file)."""
+    rows = []
+    for r in records:
+        for f in r.json_files("robustness"):
+            d = runs.read_json(f)
+            rows.append(
+                [
+                    r.task_label,
+                    d.get("split", "?"),
+                    r.method_label,
+                    r.seed,
+                    f"{d.get('median_delta_loss', math.nan):.3e}",
+                    f"{d.get('median_clean_loss', math.nan):.3e}",
+                    d.get("n_examples", "?"),
+                    d.get("c", "?"),
+                    d.get("steps", "?"),
+                ]
+            )
+    if not rows:
+        return None
+    return _md_table(
+        ["task", "split", "method", "seed", "median ΔL_max", "median clean loss", "examples", "c", "PGD steps"], rows
+    )
+
+
+def overhead_table(data: dict[str, Any]) -> str | None:
+    rows_in = overhead_rows(data)
+    if not rows_in:
+        return None
+    keys: list[str] = []
+    for row in rows_in:
+        keys += [k for k in row if k != "method" and k not in keys]
+    rows = [[row.get("method", "?"), *[_fmt_any(row.get(k)) for k in keys]] for row in rows_in]
+    return _md_table(["method", *keys], rows)
+
+
+def overhead_rows(data: Any) -> list[dict[str, Any]]:
+    """Normalise an ``overhead.json`` (a list of rows, ``{"rows": [...]}`` or ``{method: {...}}``)."""
+    if isinstance(data, dict) and "rows" in data:
+        data = data["rows"]
+    if isinstance(data, dict):
+        data = [{"method": k, **v} for k, v in data.items() if isinstance(v, dict)]
+    return [dict(r) for r in data if isinstance(r, dict)] if isinstance(data, list) else []
+
+
+def _fmt_any(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
+    return "–" if v is None else str(v)
+
+
+# ------------------------------------------------------------------------------------------ report
+def find_environment(root: Path) -> tuple[dict[str, Any], str]:
+    for f in sorted(root.rglob("bench.json")):
+        env = runs.read_json(f).get("environment")
+        if env:
+            return env, f"recorded by advtune bench in {f.relative_to(root)}"
+    for f in sorted(root.rglob("overhead.json")):
+        env = runs.read_json(f).get("environment") if isinstance(runs.read_json(f), dict) else None
+        if env:
+            return env, f"recorded in {f.relative_to(root)}"
+    return environment(), "of the machine that wrote this report (the runs recorded none)"
+
+
+def build_report(root: str | Path, out: str | Path | None = None, plots: bool = True) -> Path:
+    """Write ``REPORT.md`` (and ``figures/*.png`` next to it) for a results folder; returns its path."""
+    from . import plots as P
+
+    root = Path(root)
+    records = collect_runs(root)
+    overhead_files = sorted(root.rglob("overhead.json"))
+    if not records and not overhead_files:
+        raise UsageError(f"no finished run folder (with {runs.METRICS}) and no overhead.json under {root}")
+    out = Path(out) if out else root / "REPORT.md"
+    fig_dir = out.parent / "figures"
+    env, env_src = find_environment(root)
+    lines = [f"# Results: {root.name}", ""]
+    lines += [
+        "Generated by `advtune report` from the run folders under this results folder; every number below is",
+        "read from a file the runs wrote.",
+        "",
+    ]
+    lines += ["## Setup", "", f"Hardware and software ({env_src}):", ""]
+    lines += [f"- {k}: {v}" for k, v in env.items()]
+    if records:
+        lines += [
+            "",
+            f"Models: {', '.join(sorted({r.model for r in records}))}. "
+            f"Seeds: {', '.join(map(str, sorted({r.seed for r in records})))}. "
+            f"Runs: {len(records)}.",
+            "",
+            data_table(records),
+        ]
+    lines += [
+        "",
+        "Conventions: metrics ×100; median over seeds ± sample standard deviation (number of seeds); "
+        f"`*`: paired test vs `{BASELINE}` on the same examples and seed, p < 0.05 in most seeds.",
+        "",
+    ]
+    if records:
+        lines += ["## Summary", "", summary_table(records) or "", ""]
+        for i, split in enumerate(_split_names(records)):
+            table = main_table(records, i)
+            if table:
+                lines += [f"## Clean results (evaluation split {i + 1}: {split})", "", table, ""]
+        for title, table in (
+            ("Accuracy under the word-substitution attack", attack_table(records)),
+            ("Training cost", step_time_table(records)),
+            ("Embedding-space robustness: median ΔL_max (FreeLB eq. 5)", robustness_table(records)),
+        ):
+            if table:
+                lines += [f"## {title}", "", table, ""]
+    for f in overhead_files:
+        table = overhead_table(runs.read_json(f))
+        if table:
+            lines += [f"## Overhead ({f.relative_to(root)})", "", table, ""]
+    if plots:
+        figures = P.all_figures(records, [runs.read_json(f) for f in overhead_files], fig_dir)
+        if figures:
+            lines += ["## Figures", ""]
+            for title, path in figures:
+                lines += [f"### {title}", "", f"![{title}]({os.path.relpath(path, out.parent)})", ""]
+    if records:
+        lines += ["## All runs", "", runs_table(records), ""]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines), encoding="utf-8")
+    return out
+
+
+def _split_names(records: Sequence[RunRecord]) -> list[str]:
+    """Name of each split position (``dev``, ``test-difficult``, ...) for table titles."""
+    names: list[str] = []
+    for r in records:
+        for i, s in enumerate(r.splits):
+            if i >= len(names):
+                names.append(s)
+            elif s not in names[i].split("/"):
+                names[i] += f"/{s}"
+    return names

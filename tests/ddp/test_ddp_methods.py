@@ -1,0 +1,83 @@
+"""Two-process DDP on CPU (gloo) for TAT and CAT, next to the FreeLB-family test in ``test_ddp.py``.
+
+Tolerance: parameters after 3 SGD steps (lr 0.5, fp32) agree to rtol 1e-4, atol 1e-5 (the runs differ
+only in the order of the gradient sums).
+
+* TAT and CAT's AT^x variant with λ = 0 are per-example computations, so 2 processes x 8 examples
+  equal 1 process on the combined 16.
+* CAT as in the paper perturbs rows of V with the sign of the *batch* gradient and contrasts each
+  example against the other examples of the batch (NT-Xent). Under DDP both come from each process's
+  own examples (as SimCLR without a cross-device gather), so the run equals one process that takes
+  CAT's step on each half and averages the gradients, not one step on the combined batch; the last
+  test pins that down so a future change (a gather) is noticed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from .ddp_methods_worker import CASES, build, combined_batch, train
+
+pytestmark = pytest.mark.ddp
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    from advtune.methods import METHODS
+
+    missing = {CASES[c][0] for c in CASES} - set(METHODS)
+    if missing:
+        pytest.skip(f"methods not registered: {sorted(missing)}")
+    if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
+        pytest.skip("torch was built without gloo")
+    out = tmp_path_factory.mktemp("ddp_methods")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    proc = subprocess.run(
+        [*cmd, str(Path(__file__).with_name("ddp_methods_worker.py")), str(out)],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return out
+
+
+def _halves() -> list[dict]:
+    full = combined_batch()
+    n = full["labels"].shape[0] // 2
+    return [{k: v[:n] for k, v in full.items()}, {k: v[n:] for k, v in full.items()}]
+
+
+def _close(got: dict, model: torch.nn.Module) -> bool:
+    return all(torch.allclose(got[k], p.detach(), rtol=1e-4, atol=1e-5) for k, p in model.named_parameters())
+
+
+@pytest.mark.parametrize("case", ["tat", "cat-embeddings"])
+def test_two_processes_equal_one_process_on_the_combined_batch(results, case):
+    ddp = torch.load(results / f"{case}.pt")
+    torch.manual_seed(0)
+    method, model = build(case)
+    single = train(method, model, [combined_batch()])
+    for k, p in single.named_parameters():
+        torch.testing.assert_close(ddp["params"][k], p.detach(), rtol=1e-4, atol=1e-5, msg=f"{case}: {k} differs")
+    assert ddp["allreduce_calls"] == 3, "one gradient all-reduce per optimizer step"
+
+
+def test_cat_under_ddp_is_the_average_of_per_process_steps(results):
+    ddp = torch.load(results / "cat.pt")
+    torch.manual_seed(0)
+    method, model = build("cat")
+    sharded = train(method, model, _halves())
+    for k, p in sharded.named_parameters():
+        torch.testing.assert_close(ddp["params"][k], p.detach(), rtol=1e-4, atol=1e-5, msg=f"cat: {k} differs")
+    torch.manual_seed(0)
+    method, model = build("cat")
+    combined = train(method, model, [combined_batch()])
+    assert not _close(ddp["params"], combined), "CAT now matches the combined batch: update the docs and this test"

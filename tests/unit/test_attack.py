@@ -1,0 +1,176 @@
+"""Word-substitution attack: stop words, budget, similarity, first flip, constant model, batched queries."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset
+
+from advtune.attacks.substitution import (
+    AttackResult,
+    Budget,
+    TextFooler,
+    Victim,
+    recheck,
+    run_attack,
+    word_spans,
+)
+from advtune.attacks.synonyms import STOP_WORDS, SynonymTable
+from advtune.modeling import tiny_tokenizer
+
+BUDGET = Budget("test-v1", max_change_rate=0.3, max_candidates=50, min_similarity=0.84)
+
+
+class Bow(torch.nn.Module):
+    """Bag-of-words classifier: score = sum of word weights; class 1 iff score > 0 (ties -> class 0)."""
+
+    def __init__(self, weights: dict[str, float]) -> None:
+        super().__init__()
+        vocab = tiny_tokenizer().get_vocab()
+        w = torch.zeros(len(vocab))
+        for word, s in weights.items():
+            w[vocab[word]] = s
+        self.register_buffer("w", w)
+        self.dummy = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+        s = (self.w[input_ids] * attention_mask).sum(1) + self.dummy
+        return SimpleNamespace(logits=torch.stack([torch.zeros_like(s), s], -1))
+
+
+def _attack(weights, pairs, similarity=None, budget=BUDGET, batch_size=64):
+    victim = Victim(Bow(weights), tiny_tokenizer(), max_length=64, batch_size=batch_size)
+    sim = similarity or (lambda orig, cands: np.full(len(cands), 0.99))
+    return TextFooler(victim, SynonymTable(pairs), sim, budget)
+
+
+def _ds(texts, labels, texts_b=None):
+    data = {"idx": list(range(len(texts))), "text_a": texts, "label": labels}
+    if texts_b is not None:
+        data["text_b"] = texts_b
+    return Dataset.from_dict(data)
+
+
+def test_stops_at_first_flip_and_counts_batched_queries():
+    fooler = _attack({"good": 1, "fun": 1, "bad": -3, "dull": -1}, [("good", "bad"), ("fun", "dull")])
+    res = fooler.attack(0, "good fun movie", 1)
+    assert res.status == "success" and res.pred_perturbed == 0
+    assert res.changed == [(0, "good", "bad")] and res.perturbed == "bad fun movie"  # "fun" left alone
+    # 1 clean query + 3 deletions in one batch + 1 candidate: 5 texts in 3 forwards
+    assert (fooler.victim.queries, fooler.victim.forwards) == (5, 3) and res.queries == 5
+    small = _attack({"good": 1, "fun": 1, "bad": -3}, [("good", "bad")], batch_size=2)
+    small.attack(0, "good fun movie", 1)
+    assert small.victim.forwards == 4  # the 3 deletions are split into batches of 2
+
+
+def test_budget_is_respected_and_reached():
+    weights, pairs = {"good": 1}, [("good", "ok")]
+    ten = "good good good good movie film plot story acting actor"  # 10 words: at most 3 changes, needs 4
+    res = _attack(weights, pairs).attack(0, ten, 1)
+    assert res.status == "failed" and len(res.changed) == 3 == BUDGET.max_changes(10)
+    fourteen = ten + " movie film plot story"  # 14 words: 4 changes allowed, the 4th flips
+    res = _attack(weights, pairs).attack(0, fourteen, 1)
+    assert res.status == "success" and len(res.changed) == 4 == BUDGET.max_changes(14)
+    assert BUDGET.max_changes(2) == 1 and BUDGET.max_changes(0) == 0
+
+
+def test_stop_words_are_never_replaced():
+    assert {"not", "the", "is", "it"} <= STOP_WORDS
+    # replacing the stop word "not" by "hardly" (unknown to the model) would flip the label: it must not happen
+    fooler = _attack({"not": 3, "bad": -1, "awful": -1}, [("not", "hardly"), ("bad", "awful")])
+    res = fooler.attack(0, "it is not bad", 1)
+    assert res.status == "failed" and "not" in res.perturbed.split()
+    assert all(orig.lower() not in STOP_WORDS for _, orig, _ in res.changed)
+
+
+def test_similarity_threshold_blocks_candidates():
+    def sim(orig, cands):
+        return np.array([0.5 if "bad" in c.split() else 0.9 for c in cands])
+
+    fooler = _attack({"good": 1, "fun": 1, "bad": -3, "dull": -1}, [("good", "bad"), ("fun", "dull")], sim)
+    res = fooler.attack(0, "good fun movie", 1)
+    assert res.status == "success" and "bad" not in res.perturbed.split()
+    assert res.changed == [(1, "fun", "dull")] and res.similarity >= BUDGET.min_similarity
+
+
+def test_constant_model_gives_aua_equal_acc():
+    fooler = _attack({}, [("good", "great"), ("movie", "film")])
+    ds = _ds(["good movie", "great film", "good plot", "bad movie"], [0, 1, 0, 1])
+    metrics, rows = run_attack(fooler, ds, progress=False)
+    assert metrics["acc"] == metrics["aua"] == 0.5 and metrics["avg"] == 0.5
+    assert metrics["attack_success_rate"] == 0.0 and metrics["num_violations"] == 0
+    assert [r["status"] for r in rows] == ["failed", "skipped", "failed", "skipped"]
+
+
+def test_run_attack_metrics_and_zero_violations():
+    fooler = _attack({"good": 1, "fun": 1, "great": 1, "bad": -3, "dull": -1},
+                     [("good", "bad"), ("fun", "dull"), ("great", "fine")])
+    ds = _ds(["good fun movie", "great great great great movie film plot story acting actor", "bad movie"], [1, 1, 1])
+    metrics, rows = run_attack(fooler, ds, progress=False)
+    assert metrics["n"] == 3 and metrics["acc"] == pytest.approx(2 / 3)
+    assert metrics["num_success"] == 1 and metrics["aua"] == pytest.approx(1 / 3)
+    assert metrics["avg"] == pytest.approx((2 / 3 + 1 / 3) / 2) and metrics["attack_success_rate"] == 0.5
+    assert metrics["mean_words_changed_fraction"] == pytest.approx(1 / 3)
+    assert metrics["num_violations"] == 0 and metrics["mean_forwards"] > 0
+    assert rows[0]["perturbed"] == "bad fun movie"
+    assert rows[0]["changed"] == [{"position": 0, "from": "good", "to": "bad"}]
+
+
+def test_pairs_attack_the_second_text_only():
+    fooler = _attack({"good": 1, "fun": 2, "bad": -4}, [("good", "bad"), ("fun", "bad")])
+    ds = _ds(["good fun"], [1], texts_b=["good movie"])
+    metrics, rows = run_attack(fooler, ds, attack_b=True, progress=False)
+    assert rows[0]["status"] == "success" and rows[0]["fixed_text"] == "good fun"
+    assert rows[0]["attacked_field"] == "text_b" and rows[0]["perturbed"] == "bad movie"
+
+
+def test_recheck_flags_violations():
+    fooler = _attack({"good": 1, "not": 3}, [("good", "ok")])
+    ok = AttackResult(0, 1, "good movie", "ok movie", 1, 0, "success", num_words=2, changed=[(0, "good", "ok")])
+    stop = AttackResult(1, 1, "not good", "hardly good", 1, 0, "success", num_words=2)
+    over = AttackResult(2, 1, "good good good", "ok ok ok", 1, 0, "success", num_words=3)
+    still = AttackResult(3, 1, "good good", "ok good", 1, 0, "success", num_words=2)
+    reasons = recheck([ok, stop, over, still], fooler, [None] * 4, attack_b=True)
+    assert ok.status == "success" and not ok.violations
+    assert still.status == "violation" and still.violations == ["no_flip"]
+    assert "stop_word" in stop.violations and "not_a_candidate" in stop.violations
+    assert "word_budget" in over.violations and reasons["word_budget"] == 1
+
+
+def test_word_spans_and_sst_tokenisation():
+    text = "it 's a charming , n't it ?"
+    assert [text[s:e] for s, e in word_spans(text)] == ["it", "s", "a", "charming", "n't", "it"]
+
+
+def test_attack_command_writes_run_folder(tmp_path, capsys):
+    from advtune import runs
+    from advtune.cli import main
+    from advtune.modeling import tiny_model
+
+    run = tmp_path / "run"
+    tiny_model(num_labels=2, dropout=0.0).save_pretrained(run)
+    tiny_tokenizer().save_pretrained(run)
+    runs.write_json_atomic(run / runs.RUN_CONFIG, {
+        "task": {"name": "sst2", "max_length": 32}, "model": {"model": "tiny"},
+        "method": {"name": "standard", "config": {}}, "label_names": ["negative", "positive"],
+    })
+    runs.write_json_atomic(run / runs.METRICS, {"task": "sst2", "splits": {}})
+    data = tmp_path / "dev.tsv"
+    data.write_text("sentence\tlabel\ngood fun movie\t1\nthe plot was dull\t0\nbad acting\t0\ngreat film\t1\n")
+    syn = tmp_path / "syn.txt"
+    syn.write_text("good great\nfun funny\nmovie film\ndull boring\nbad awful\nacting actors\n")
+    argv = ["attack", "--run", str(run), "--n", "3", "--data-file", str(data), "--synonyms", str(syn),
+            "--similarity-model", str(run)]
+    assert main(argv) == 0
+    out = run / "attack" / "sst2.validation"
+    metrics = runs.read_json(out / "metrics.json")
+    rows = runs.read_jsonl(out / "adversarial.jsonl")
+    assert metrics["n"] == 3 == len(rows) and metrics["budget"]["name"] == "textdefender-v1"
+    assert metrics["avg"] == pytest.approx((metrics["acc"] + metrics["aua"]) / 2)
+    assert metrics["num_violations"] == 0 and metrics["candidates"] == "syn.txt"
+    assert "ACC" in capsys.readouterr().out
+    assert main(["attack", "--run", str(run), "--budget", "nope"]) == 2
+    assert main(["attack", "--run", str(run), "--n", "0", "--data-file", str(data)]) == 2

@@ -1,0 +1,226 @@
+"""The grid runner: resume after an interruption recomputes only unfinished cells; suites; skipped methods."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from advtune import runs
+from advtune.bench.runner import CELL_FILE, build_grid, run_grid
+from advtune.bench.suites import SUITES, Suite, TaskSpec, Variant, get_suite
+from advtune.errors import UsageError
+
+SUITE = Suite(
+    name="toy",
+    description="test grid",
+    tasks=(TaskSpec("sst2", "sst2-tiny", {"max_train_samples": 8}, "8 examples"),),
+    methods=("standard", "fgm", "freelb"),
+    seeds=(1, 2),
+    training={"num_train_epochs": 1, "learning_rate": 1e-3},
+    attack={"n": 5},
+)
+REGISTERED = ["standard", "fgm", "freelb"]
+
+
+class FakeTrain:
+    """Writes a run folder in the documented layout; optionally dies mid-run on the k-th call."""
+
+    def __init__(self, die_on: int | None = None) -> None:
+        self.calls: list[str] = []
+        self.die_on = die_on
+
+    def __call__(self, *, task, method, output_dir, seed, **kwargs):
+        out = Path(output_dir)
+        self.calls.append(f"{out.parent.parent.name}/{method}/seed{seed}")
+        out.mkdir(parents=True, exist_ok=True)
+        runs.write_json_atomic(out / runs.RUN_CONFIG, {"task": {"name": task}, "method": {"name": method}})
+        (out / "partial-weights.bin").write_bytes(b"x")
+        if self.die_on is not None and len(self.calls) == self.die_on:
+            raise KeyboardInterrupt  # killed after the folder was started, before metrics.json
+        runs.write_json_atomic(out / runs.METRICS, {"task": task, "splits": {"validation": {"accuracy": 0.5}}})
+        return out
+
+
+class FakeAttack:
+    def __init__(self) -> None:
+        self.calls: list[Path] = []
+
+    def __call__(self, run_dir: Path, task: str, attack: dict) -> None:
+        self.calls.append(run_dir)
+        runs.write_json_atomic(run_dir / "attack" / f"{task}.validation" / "metrics.json", {"acc": 0.5, "aua": 0.2})
+
+
+def test_grid_resumes_only_unfinished_cells(tmp_path):
+    cells, notes = build_grid(SUITE, tmp_path, registered=REGISTERED)
+    assert len(cells) == 6 and not notes
+    first = FakeTrain(die_on=3)
+    attack = FakeAttack()
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(cells, train_fn=first, attack_fn=attack, progress=False)
+    assert len(first.calls) == 3
+    finished = [c for c in cells if c.is_trained()]
+    interrupted = cells[2]
+    assert len(finished) == 2 and (interrupted.run_dir / "partial-weights.bin").exists()
+    assert len(attack.calls) == 2  # the two finished runs were attacked before the kill
+    stamp = {c.name: (c.run_dir / runs.METRICS).stat().st_mtime_ns for c in finished}
+
+    second = FakeTrain()
+    result = run_grid(cells, train_fn=second, attack_fn=attack, progress=False)
+    # exactly the 4 unfinished cells (the interrupted one included) are trained, in grid order
+    assert second.calls == [c.name for c in cells[2:]]
+    assert sorted(result.trained) == sorted(c.name for c in cells[2:])
+    assert sorted(result.skipped) == sorted(c.name for c in finished)
+    assert len(attack.calls) == 6  # 2 before + 4 new; finished runs are not attacked again
+    for c in finished:  # finished runs untouched
+        assert (c.run_dir / runs.METRICS).stat().st_mtime_ns == stamp[c.name]
+    # every cell is finished and records its configuration
+    for c in cells:
+        assert c.is_done()
+        rec = json.loads((c.run_dir / CELL_FILE).read_text())
+        assert rec["train_kwargs"]["seed"] == c.seed and rec["train_kwargs"]["max_train_samples"] == 8
+        assert rec["data_note"] == "8 examples"
+
+    third = FakeTrain()
+    result = run_grid(cells, train_fn=third, attack_fn=attack, progress=False)
+    assert third.calls == [] and len(result.skipped) == 6 and len(attack.calls) == 6
+
+
+def test_interrupted_folder_is_deleted_before_rerun(tmp_path):
+    cells, _ = build_grid(SUITE, tmp_path, registered=REGISTERED, attack=False)
+    cell = cells[0]
+    cell.run_dir.mkdir(parents=True)
+    (cell.run_dir / "stale-checkpoint.bin").write_bytes(b"old")
+    run_grid(cells[:1], train_fn=FakeTrain(), progress=False)
+    assert cell.is_trained() and not (cell.run_dir / "stale-checkpoint.bin").exists()
+
+
+def test_trained_but_unattacked_run_is_only_attacked(tmp_path):
+    cells, _ = build_grid(SUITE, tmp_path, registered=REGISTERED)
+    train, attack = FakeTrain(), FakeAttack()
+    run_grid(
+        cells[:1], train_fn=train, attack_fn=lambda *a: (_ for _ in ()).throw(RuntimeError("boom")), progress=False
+    )
+    assert cells[0].is_trained() and not cells[0].is_attacked()
+    run_grid(cells[:1], train_fn=train, attack_fn=attack, progress=False)
+    assert len(train.calls) == 1 and len(attack.calls) == 1
+
+
+def test_failing_cell_is_reported_and_grid_goes_on(tmp_path):
+    cells, _ = build_grid(SUITE, tmp_path, registered=REGISTERED, attack=False)
+
+    def flaky(**kw):
+        if kw["method"] == "fgm":
+            raise ValueError("diverged")
+        return FakeTrain()(**kw)
+
+    result = run_grid(cells, train_fn=flaky, progress=False, log=lambda s: None)
+    assert len(result.failed) == 2 and all("diverged" in why for _, why in result.failed)
+    assert len(result.trained) == 4
+
+
+def test_unregistered_methods_are_skipped_with_a_note(tmp_path):
+    cells, notes = build_grid(SUITE, tmp_path, registered=["standard", "freelb"])
+    assert {c.method for c in cells} == {"standard", "freelb"}
+    assert len(notes) == 1 and "fgm" in notes[0]
+    with pytest.raises(UsageError):
+        build_grid(SUITE, tmp_path, methods="nope", registered=REGISTERED)
+
+
+def test_filters_variants_and_budget_precedence(tmp_path):
+    suite = SUITE.replace(
+        variants={"freelb": (Variant("e2", training={"num_train_epochs": 2}),)},
+        method_overrides={"fgm": {"adv_epsilon": 2}},
+    )
+    cells, _ = build_grid(
+        suite,
+        tmp_path,
+        methods="fgm,freelb",
+        seeds="3",
+        tasks="sst2",
+        registered=REGISTERED,
+        training={"learning_rate": 5e-5},
+    )
+    names = [c.name for c in cells]
+    assert names == ["sst2-tiny/fgm/seed3", "sst2-tiny/freelb/seed3", "sst2-tiny/freelb-e2/seed3"]
+    kw = {c.name: c.train_kwargs() for c in cells}
+    assert kw["sst2-tiny/fgm/seed3"]["method_overrides"] == {"adv_epsilon": 2}
+    assert kw["sst2-tiny/freelb-e2/seed3"]["num_train_epochs"] == 2
+    assert kw["sst2-tiny/freelb/seed3"]["num_train_epochs"] == 1
+    assert all(k["learning_rate"] == 5e-5 and k["seed"] == 3 for k in kw.values())
+    assert cells[0].record()["data_note"] == "8 examples"  # the learning rate is not a data change
+    cells, _ = build_grid(suite, tmp_path, registered=REGISTERED, training={"max_train_samples": 4})
+    assert cells[0].train_kwargs()["max_train_samples"] == 4
+    assert cells[0].record()["data_note"] == "8 examples; max_train_samples=4 (overridden)"  # the report says so
+    with pytest.raises(UsageError):
+        build_grid(suite, tmp_path, tasks="mnli", registered=REGISTERED)
+    with pytest.raises(UsageError):
+        build_grid(suite, tmp_path, seeds="a,b", registered=REGISTERED)
+
+
+def test_suites_are_declared():
+    assert {"demo", "glue-small", "intent", "paper", "overhead"} <= set(SUITES)
+    demo = get_suite("demo")
+    assert {"standard", "freelb", "cat"} <= set(demo.methods) and demo.attack and demo.attack["n"] == 200
+    for suite in SUITES.values():
+        for spec in suite.tasks:
+            assert spec.note and spec.note != "full data" or suite.name == "paper"
+    assert any(t.args.get("train_fraction_per_label") == 0.5 for t in get_suite("intent").tasks)
+    assert len(get_suite("glue-small").seeds) == 3
+    with pytest.raises(UsageError):
+        get_suite("nope")
+
+
+def test_bench_cli_dry_run(tmp_path, capsys):
+    from advtune.cli import main
+
+    assert main(["bench", "--suite", "demo", "--out", str(tmp_path), "--dry-run", "--methods", "standard,nope"]) == 0
+    out = capsys.readouterr().out
+    assert "sst2-1k/standard/seed1" in out and "to run" in out and "nope" in out
+    assert main(["bench", "--suite", "nope"]) == 2
+
+
+@pytest.mark.skipif(not __import__("os").environ.get("ADVTUNE_DATA_DIR"), reason="ADVTUNE_DATA_DIR is not set")
+def test_grid_through_the_real_pipeline_then_report(tmp_path):
+    """A 2-cell grid of tiny-model SST-2 runs through advtune.pipeline.train, rerun (nothing redone), reported."""
+    from advtune.modeling import tiny_model, tiny_tokenizer
+    from advtune.report import build_report, collect_runs
+
+    model_dir = tmp_path / "tiny"
+    tiny_model(num_labels=2, seed=0).save_pretrained(model_dir)
+    tiny_tokenizer().save_pretrained(model_dir)
+    suite = Suite(
+        name="tiny",
+        description="tiny",
+        methods=("standard", "fgm"),
+        seeds=(1,),
+        model=str(model_dir),
+        tasks=(
+            TaskSpec(
+                "sst2",
+                "sst2-32",
+                {"max_train_samples": 32, "max_eval_samples": 24, "max_length": 24},
+                "32 train examples",
+            ),
+        ),
+        training={
+            "num_train_epochs": 1,
+            "per_device_train_batch_size": 16,
+            "save_strategy": "no",
+            "use_cpu": True,
+            "disable_tqdm": True,
+            "learning_rate": 1e-3,
+        },
+    )
+    cells, _ = build_grid(suite, tmp_path / "out", registered=["standard", "fgm"])
+    first = run_grid(cells, progress=False, stop_on_error=True)
+    assert len(first.trained) == 2
+    second = run_grid(cells, progress=False)
+    assert second.trained == [] and len(second.skipped) == 2
+    records = collect_runs(tmp_path / "out")
+    assert {r.method_label for r in records} == {"standard", "fgm"} and all(r.task_label == "sst2-32" for r in records)
+    md = build_report(tmp_path / "out").read_text()
+    for r in records:
+        assert f"{r.splits['validation']['accuracy'] * 100:.2f}" in md
+    assert "32 train examples" in md
