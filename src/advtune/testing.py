@@ -230,4 +230,11 @@ def tiny_family_batch(
     return batch
 
 
-__all__ = ["FAMILIES", "Family", "tiny_family_batch", "tiny_family_config", "tiny_family_model", "tiny_family_tokenizer"]
+__all__ = [
+    "FAMILIES",
+    "Family",
+    "tiny_family_batch",
+    "tiny_family_config",
+    "tiny_family_model",
+    "tiny_family_tokenizer",
+]

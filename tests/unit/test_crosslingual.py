@@ -37,8 +37,14 @@ def nli_rows(lang: str, n: int, seed: int) -> list[dict]:
             hyp = f"{rng.choice([x for x in w['subj'] if x != s])} {v} {o}"
         else:
             hyp = f"{s} {w['not']} {v} {o}"
-        rows.append({"language": lang, "premise": f"{s} {v} {o}", "hypothesis": hyp,
-                     "label": ["entailment", "neutral", "contradiction"][label]})
+        rows.append(
+            {
+                "language": lang,
+                "premise": f"{s} {v} {o}",
+                "hypothesis": hyp,
+                "label": ["entailment", "neutral", "contradiction"][label],
+            }
+        )
     return rows
 
 
@@ -72,8 +78,11 @@ def test_original_xnli_tsv_layout(tmp_path):
     folder = tmp_path / "xnli"
     folder.mkdir()
     header = "language\tgold_label\tsentence1_binary_parse\tsentence1\tsentence2\tpairID"
-    lines = [header, "fr\tcontradiction\t( x )\tLe chat dort .\tLe chat ne dort pas .\t1",
-             "de\tentailment\t( y )\tDer Hund läuft .\tEin Hund läuft .\t2"]
+    lines = [
+        header,
+        "fr\tcontradiction\t( x )\tLe chat dort .\tLe chat ne dort pas .\t1",
+        "de\tentailment\t( y )\tDer Hund läuft .\tEin Hund läuft .\t2",
+    ]
     (folder / "xnli.dev.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     ds = get_task("xnli").load("validation", data_dir=tmp_path)
     assert ds["language"] == ["fr", "de"] and ds["label"] == [2, 0] and ds[1]["text_a"] == "Der Hund läuft ."
@@ -104,8 +113,12 @@ def test_per_language_accuracy_and_unweighted_average():
 
 
 def test_table_has_tat_layout():
-    table = crosslingual_table({"standard": {"accuracy": 0.6, "accuracy.fr": 0.5, "accuracy.en": 0.7,
-                                             "accuracy.avg": 0.6}, "tat": {"accuracy.en": 0.8, "accuracy.avg": 0.8}})
+    table = crosslingual_table(
+        {
+            "standard": {"accuracy": 0.6, "accuracy.fr": 0.5, "accuracy.en": 0.7, "accuracy.avg": 0.6},
+            "tat": {"accuracy.en": 0.8, "accuracy.avg": 0.8},
+        }
+    )
     lines = table.splitlines()
     assert lines[0] == "| Model | en | fr | Avg. |"
     assert lines[2] == "| standard | 70.0 | 50.0 | 60.0 |" and lines[3] == "| tat | 80.0 | – | 80.0 |"
@@ -122,9 +135,19 @@ def test_train_on_english_evaluate_every_language(tmp_path, xnli_dir):
     tiny_family_model("xlm-roberta", num_labels=3, vocab_size=len(VOCAB)).save_pretrained(model_dir)
     tok.save_pretrained(model_dir)
     run = train(
-        task="xnli_en", method="standard", output_dir=tmp_path / "run", model=str(model_dir),
-        data_dir=str(xnli_dir), eval_splits="validation", max_length=16, num_train_epochs=1,
-        per_device_train_batch_size=16, save_strategy="no", seed=0, use_cpu=True, disable_tqdm=True,
+        task="xnli_en",
+        method="standard",
+        output_dir=tmp_path / "run",
+        model=str(model_dir),
+        data_dir=str(xnli_dir),
+        eval_splits="validation",
+        max_length=16,
+        num_train_epochs=1,
+        per_device_train_batch_size=16,
+        save_strategy="no",
+        seed=0,
+        use_cpu=True,
+        disable_tqdm=True,
     )
     assert read_json(run / "run_config.json")["num_train_examples"] == 48  # English only
     metrics = evaluate_crosslingual(run, task="xnli", split="test", data_dir=str(xnli_dir))

@@ -11,7 +11,6 @@ import torch
 from advtune.embeddings import forward_with_delta
 from advtune.errors import UsageError
 from advtune.methods import get_method
-from advtune.modeling import tiny_tokenizer
 from advtune.perturbation import init_delta, masked_norm
 from advtune.tasks import get_task
 from advtune.tasks import multiple_choice as mc
@@ -30,7 +29,8 @@ def toy_rows(n: int, k: int = 3, seed: int = 0) -> list[dict]:
         answer = rng.randrange(k)
         question = " ".join(["what", *rng.sample(FILL, 2), "is", "good"])
         choices = [
-            " ".join([*rng.sample(FILL, rng.randint(0, 2)), rng.choice(GOOD if j == answer else BAD)]) for j in range(k)
+            " ".join([*rng.sample(FILL, rng.randint(0, 2)), rng.choice(GOOD if j == answer else BAD)])
+            for j in range(k)
         ]
         rows.append({"question": question, "choices": choices, "answer": answer})
     return rows
@@ -44,23 +44,39 @@ def write_jsonl(path, rows) -> str:
 # ------------------------------------------------------------------ layouts
 def test_every_layout_normalises_to_the_same_record():
     want = {"question": "Which is a mammal?", "context": "", "choices": ["cat", "fish", "ant"], "label": 0}
-    hub = {"question": "Which is a mammal?", "choices": {"text": ["cat", "fish", "ant"], "label": ["A", "B", "C"]},
-           "answerKey": "A"}
-    original = {"question": {"stem": "Which is a mammal?", "choices": [
-        {"text": "cat", "label": "1"}, {"text": "fish", "label": "2"}, {"text": "ant", "label": "3"}]},
-        "answerKey": "1"}
-    for rec in (hub, original, {"question": "Which is a mammal?", "choices": ["cat", "fish", "ant"], "answer": 0},
-                {"question": "Which is a mammal?", "choices": ["cat", "fish", "ant"], "answer": "cat"}):
+    hub = {
+        "question": "Which is a mammal?",
+        "choices": {"text": ["cat", "fish", "ant"], "label": ["A", "B", "C"]},
+        "answerKey": "A",
+    }
+    original = {
+        "question": {
+            "stem": "Which is a mammal?",
+            "choices": [{"text": "cat", "label": "1"}, {"text": "fish", "label": "2"}, {"text": "ant", "label": "3"}],
+        },
+        "answerKey": "1",
+    }
+    for rec in (
+        hub,
+        original,
+        {"question": "Which is a mammal?", "choices": ["cat", "fish", "ant"], "answer": 0},
+        {"question": "Which is a mammal?", "choices": ["cat", "fish", "ant"], "answer": "cat"},
+    ):
         assert mc.normalize_record(rec) == want
-    race = mc.normalize_record({"article": "A cat sat.", "question": "Who sat?", "options": ["dog", "cat"],
-                                "answer": "B"})
+    race = mc.normalize_record(
+        {"article": "A cat sat.", "question": "Who sat?", "options": ["dog", "cat"], "answer": "B"}
+    )
     assert race == {"question": "Who sat?", "context": "A cat sat.", "choices": ["dog", "cat"], "label": 1}
 
 
 @pytest.mark.parametrize(
     "rec",
-    [{"question": "q", "choices": ["a", "b"], "answer": 2}, {"question": "q", "choices": ["a", "b"], "answer": "z"},
-     {"question": "q", "choices": ["a"], "answer": 0}, {"question": "q", "answer": 0}],
+    [
+        {"question": "q", "choices": ["a", "b"], "answer": 2},
+        {"question": "q", "choices": ["a", "b"], "answer": "z"},
+        {"question": "q", "choices": ["a"], "answer": 0},
+        {"question": "q", "answer": 0},
+    ],
 )
 def test_bad_records_are_usage_errors(rec):
     with pytest.raises(UsageError):
@@ -71,8 +87,13 @@ def test_registered_tasks_and_local_arc_file(tmp_path):
     for name in ("arc_easy", "arc_challenge", "commonsense_qa", "race"):
         assert mc.is_multiple_choice(get_task(name))
     (tmp_path / "arc_easy").mkdir()
-    rows = [{"id": "x", "question": {"stem": "q one", "choices": [{"text": t, "label": lab} for t, lab in
-                                                                  zip("abc", "ABC")]}, "answerKey": "C"}]
+    rows = [
+        {
+            "id": "x",
+            "question": {"stem": "q one", "choices": [{"text": t, "label": lab} for t, lab in zip("abc", "ABC")]},
+            "answerKey": "C",
+        }
+    ]
     write_jsonl(tmp_path / "arc_easy" / "ARC-Easy-Dev.jsonl", rows)
     ds = get_task("arc_easy").load("validation", data_dir=tmp_path)
     assert ds[0]["choices"] == ["a", "b", "c", "", ""] and ds[0]["num_real_choices"] == 3 and ds[0]["label"] == 2
@@ -116,8 +137,9 @@ def test_delta_covers_all_pairs_zero_at_padding(mc_batch):
     inputs = {n: v for n, v in mc_batch.items() if n != "labels"}
     hooked = forward_with_delta(model, inputs, delta).logits
     emb = model.get_input_embeddings()(inputs["input_ids"]) + delta
-    direct = model(inputs_embeds=emb, attention_mask=inputs["attention_mask"],
-                   token_type_ids=inputs["token_type_ids"]).logits
+    direct = model(
+        inputs_embeds=emb, attention_mask=inputs["attention_mask"], token_type_ids=inputs["token_type_ids"]
+    ).logits
     torch.testing.assert_close(hooked, direct)
     assert hooked.shape == (b, k)
     shuffled = forward_with_delta(model, inputs, delta.flip(1)).logits
@@ -199,13 +221,24 @@ def test_pipeline_trains_saves_reloads_and_evaluates(tmp_path, tiny_mc_model_dir
     from advtune.runs import read_json, read_jsonl
 
     train_file = write_jsonl(tmp_path / "train.jsonl", toy_rows(32, seed=0))
-    eval_file = write_jsonl(tmp_path / "dev.jsonl", toy_rows(12, seed=1) + [
-        {"question": "the cat", "choices": ["cat", "dog"], "answer": "cat"}])  # 2 real choices + 1 filler
+    eval_file = write_jsonl(
+        tmp_path / "dev.jsonl",
+        toy_rows(12, seed=1) + [{"question": "the cat", "choices": ["cat", "dog"], "answer": "cat"}],
+    )  # 2 real choices + 1 filler
     run = train(
-        task="multiple_choice", method="freelb" if "freelb" in __import__("advtune.methods").methods.METHODS
-        else "standard", output_dir=tmp_path / "run", model=tiny_mc_model_dir, train_file=train_file,
-        eval_file=eval_file, max_length=32, num_train_epochs=1, per_device_train_batch_size=8, save_strategy="no",
-        seed=0, use_cpu=True, disable_tqdm=True,
+        task="multiple_choice",
+        method="freelb" if "freelb" in __import__("advtune.methods").methods.METHODS else "standard",
+        output_dir=tmp_path / "run",
+        model=tiny_mc_model_dir,
+        train_file=train_file,
+        eval_file=eval_file,
+        max_length=32,
+        num_train_epochs=1,
+        per_device_train_batch_size=8,
+        save_strategy="no",
+        seed=0,
+        use_cpu=True,
+        disable_tqdm=True,
     )
     metrics = read_json(run / "metrics.json")["splits"]["validation"]
     rows = read_jsonl(run / "eval" / "multiple_choice.validation" / "predictions.jsonl")

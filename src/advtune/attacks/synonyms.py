@@ -35,7 +35,7 @@ STOP_WORDS: frozenset[str] = frozenset(
     unless until up upon used ve was wasn wasn't we were weren weren't what whatever when whence whenever where
     whereafter whereas whereby wherein whereupon wherever whether which while whither who whoever whole whom
     whose why with within without won won't would wouldn wouldn't y yet you you'd you'll you're you've your
-    yours yourself yourselves 's 're 've 'll 'd 'm
+    yours yourself yourselves 's 're 've 'll 'd 'm will shall very so some few own each further
     """.split()
 )
 

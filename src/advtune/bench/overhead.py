@@ -83,7 +83,7 @@ def _batch(model: Any, batch_size: int, seq_len: int, device: Any, seed: int) ->
 
 def _measure_one(
     name: str, model_name: str, batch_size: int, seq_len: int, warmup: int, steps: int, device: str,
-    overrides: dict[str, Any], seed: int,
+    overrides: dict[str, Any], seed: int, threads: int | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Train ``warmup + steps`` steps of one method; return its raw timings, passes and memory."""
     import torch
@@ -92,6 +92,8 @@ def _measure_one(
     from ..methods import get_method
     from ..modeling import load_model
 
+    if threads:
+        torch.set_num_threads(threads)
     torch.manual_seed(seed)
     dev = torch.device(device)
     method = get_method(name, **overrides)
@@ -137,6 +139,7 @@ def measure_overhead(
     isolate: bool | None = None,
     method_overrides: dict[str, dict[str, Any]] | None = None,
     seed: int = 0,
+    threads: int | None = None,
 ) -> list[dict[str, Any]]:
     """Median step time and peak memory of each method relative to ``standard`` (measured first).
 
@@ -148,6 +151,8 @@ def measure_overhead(
         device: ``cuda`` when available, else ``cpu``.
         isolate: one fresh process per method (default: on CPU, where it is needed for the memory figure).
         method_overrides: per-method hyper-parameters, e.g. ``{"freelb": {"adv_steps": 2}}``.
+        threads: CPU threads per measurement (``1`` makes ``cpu_ratio`` robust to other jobs' load:
+            no OpenMP spin-waiting is counted as work).
 
     Returns:
         One dict per method: ``method``, ``passes`` (full passes per step), ``pass_ratio``,
@@ -171,7 +176,7 @@ def measure_overhead(
     overrides = method_overrides or {}
     raw = []
     for name in tqdm(names, desc="overhead", unit="method"):
-        args = (name, model, batch_size, seq_len, warmup, steps, device, overrides.get(name, {}), seed)
+        args = (name, model, batch_size, seq_len, warmup, steps, device, overrides.get(name, {}), seed, threads)
         if isolate:
             with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
                 raw.append(pool.submit(_measure_one, *args).result())
@@ -220,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--device", default=None)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads per measurement (default: torch's)")
     p.add_argument("--no-isolate", action="store_true", help="measure every method in this process")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = p.parse_args(argv)
@@ -228,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     methods = args.methods.split(",") if args.methods else list(METHODS)
     rows = measure_overhead(
         methods, model=args.model, batch_size=args.batch_size, seq_len=args.seq_len, warmup=args.warmup,
-        steps=args.steps, device=args.device, isolate=False if args.no_isolate else None,
+        steps=args.steps, device=args.device, isolate=False if args.no_isolate else None, threads=args.threads,
     )  # fmt: skip
     print(format_table(rows))
     print(f"target: time_per_pass <= {TIME_TARGET}; mem = peak minus memory before the first step (no weights)")

@@ -20,9 +20,9 @@ from .base import Task
 from .glue import COLA, MNLI, MRPC, QNLI, QQP, RTE, SST2, STSB, WNLI
 from .intent import BANKING77, CLINC150, CLINC150_OOS, HWU64
 from .multiple_choice import MC_TASKS
-from .xnli import XNLI_TASKS
 from .nli import HANS, SCITAIL, SNLI
 from .sentiment import SENTIMENT_TASKS
+from .xnli import XNLI_TASKS
 
 books, dvd, electronics, kitchen = SENTIMENT_TASKS
 

@@ -182,9 +182,7 @@ def _arc(name: str, config: str, prefix: str) -> MultipleChoiceTask:
         "validation": ("validation.jsonl", "dev.jsonl", f"{prefix}-Dev.jsonl"),
         "test": ("test.jsonl", f"{prefix}-Test.jsonl"),
     }
-    return MultipleChoiceTask(
-        name, 5, ("allenai/ai2_arc", config), name, files, eval_splits=("validation", "test")
-    )
+    return MultipleChoiceTask(name, 5, ("allenai/ai2_arc", config), name, files, eval_splits=("validation", "test"))
 
 
 MC_TASKS: dict[str, MultipleChoiceTask] = {
@@ -249,7 +247,9 @@ def encode(dataset, tokenizer: Any, max_length: int = 128, desc: str | None = No
 
     keep = [c for c in dataset.column_names if c in ("idx", "num_real_choices")]
     drop = [c for c in dataset.column_names if c not in keep]
-    return dataset.map(tokenize, batched=True, remove_columns=drop, desc=desc or "Tokenizing", load_from_cache_file=False)
+    return dataset.map(
+        tokenize, batched=True, remove_columns=drop, desc=desc or "Tokenizing", load_from_cache_file=False
+    )
 
 
 class MultipleChoiceCollator:

@@ -90,7 +90,9 @@ class XnliHub:
                 ds = datasets.load_dataset("facebook/xnli", lang, split=split)
             except Exception as err:  # noqa: BLE001 - one clear line whatever the hub raised
                 first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-                raise UsageError(f"could not load facebook/xnli/{lang} split '{split}' from the hub: {first}") from None
+                raise UsageError(
+                    f"could not load facebook/xnli/{lang} split '{split}' from the hub: {first}"
+                ) from None
             rows["text_a"] += list(ds["premise"])
             rows["text_b"] += list(ds["hypothesis"])
             rows["label"] += [int(v) for v in ds["label"]]
@@ -139,6 +141,9 @@ def xnli_task(languages: tuple[str, ...] = XNLI_LANGUAGES, name: str = "xnli") -
 
 
 XNLI = xnli_task()
-XNLI_TASKS: dict[str, Task] = {"xnli": XNLI, **{f"xnli_{lang}": xnli_task((lang,), f"xnli_{lang}") for lang in XNLI_LANGUAGES}}
+XNLI_TASKS: dict[str, Task] = {
+    "xnli": XNLI,
+    **{f"xnli_{lang}": xnli_task((lang,), f"xnli_{lang}") for lang in XNLI_LANGUAGES},
+}
 
 __all__ = ["XNLI", "XNLI_LABELS", "XNLI_LANGUAGES", "XNLI_TASKS", "read_xnli", "xnli_task"]
