@@ -600,9 +600,12 @@ def build_report(root: str | Path, out: str | Path | None = None, plots: bool = 
             if table:
                 lines += [f"## {title}", "", table, ""]
     for f in overhead_files:
-        table = overhead_table(runs.read_json(f))
+        data = runs.read_json(f)
+        table = overhead_table(data)
         if table:
             lines += [f"## Overhead ({f.relative_to(root)})", "", table, ""]
+            if isinstance(data, dict) and data.get("kwargs"):
+                lines += [f"Settings: {', '.join(f'{k}={v}' for k, v in data['kwargs'].items())}.", ""]
     if plots:
         figures = P.all_figures(records, [runs.read_json(f) for f in overhead_files], fig_dir)
         if figures:
