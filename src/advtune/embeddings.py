@@ -112,14 +112,19 @@ def first_block(model: torch.nn.Module) -> torch.nn.Module:
     ``ModuleList`` whose elements all share one class (``encoder.layer``, ``layers``, ``h``...).
 
     Used by YOPO, whose ``f0`` is "the layers up to the output of the first Transformer block"
-    (FreeLB §4.3). Raises ``TypeError`` when the model has no such stack.
+    (FreeLB §4.3). Raises :class:`~advtune.errors.UsageError` when the model has no such stack.
     """
     for module in unwrap(model).modules():
         if isinstance(module, torch.nn.ModuleList) and len(module) > 1:
             kinds = {type(m) for m in module}
             if len(kinds) == 1 and any(p.numel() for p in module[0].parameters()):
                 return module[0]
-    raise TypeError(f"cannot find a stack of Transformer blocks in {type(unwrap(model)).__name__}")
+    from .errors import UsageError
+
+    raise UsageError(
+        f"{type(unwrap(model)).__name__} has no stack of distinct Transformer blocks (ALBERT shares one layer "
+        "across depth), so the output of its first block is not defined; use freelb instead of yopo"
+    )
 
 
 def _hidden(output: Any) -> torch.Tensor:

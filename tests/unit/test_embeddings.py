@@ -16,6 +16,7 @@ from advtune.embeddings import (
     unwrap,
     word_embeddings,
 )
+from advtune.errors import UsageError
 from advtune.modeling import tiny_model
 
 
@@ -100,5 +101,5 @@ def test_rng_replay_reuses_dropout_masks_and_then_moves_on(batch):
 
 def test_first_block_is_layer_zero(model):
     assert first_block(model) is model.bert.encoder.layer[0]
-    with pytest.raises(TypeError):
+    with pytest.raises(UsageError, match="distinct Transformer blocks"):
         first_block(torch.nn.Sequential(torch.nn.Linear(2, 2)))

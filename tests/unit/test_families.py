@@ -19,6 +19,7 @@ import math
 import pytest
 import torch
 
+from advtune.errors import UsageError
 from advtune.methods import METHODS, get_method
 from advtune.representation import pooling_for, sentence_representation
 from advtune.testing import FAMILIES, tiny_family_batch, tiny_family_model
@@ -36,10 +37,10 @@ CELLS = [(m, f) for m in sorted(METHODS) for f in FAMILIES]
 KNOWN_FAILURES = {
     ("peaft", "distilbert"): "PEFT prompt tuning cannot infer token_dim/num_layers/num_attention_heads from "
     "DistilBERT's config (dim, n_layers, n_heads); PEAFT should pass them explicitly",
-    ("yopo", "albert"): "ALBERT shares one Transformer block across depth: YOPO's f0 (output of the first block) "
-    "is not defined; embeddings.first_block finds no stack",
 }
 """Cells that fail for a diagnosed reason (strict xfail: a fix makes the test fail until the entry is removed)."""
+REFUSED = {("yopo", "albert"): "distinct Transformer blocks"}
+"""Combinations a method refuses with a clear error (ALBERT shares one block: YOPO's f0 is undefined)."""
 SELECTIVE = {"rose"}
 """Methods that drop the update of some parameter tensors on purpose (ROSE's selective fine-tuning)."""
 
@@ -128,6 +129,10 @@ def test_method_on_family(name: str, family: str, request: pytest.FixtureRequest
     model = tiny_family_model(family, num_labels=2, dropout=0.1, seed=0)
     batch = tiny_family_batch(family, TEXTS, LABELS, pairs=pairs)
     method = get_method(name)
+    if (name, family) in REFUSED:
+        with pytest.raises(UsageError, match=REFUSED[name, family]):
+            method.setup(model)
+        return
     model = method.setup(model)
     model.train()
     hooks_before = _hooks(model)

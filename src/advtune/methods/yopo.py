@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..embeddings import RNGState, first_block_output, maybe_replay, record_first_block
+from ..embeddings import RNGState, first_block, first_block_output, maybe_replay, record_first_block
 from ..perturbation import ascent_step, init_delta
 from .adversarial import adv_loss, delta_frame, delta_metrics
 from .base import Backward, Method, StepOutput, cfg_field
@@ -56,6 +56,10 @@ class YOPO(Method):
     name = "yopo"
     config_class = YOPOConfig
     paper = {"title": "You Only Propagate Once: Accelerating Adversarial Training", "arxiv": "1905.00877"}
+
+    def setup(self, model: torch.nn.Module) -> torch.nn.Module:
+        first_block(model)  # fail before training on models without distinct blocks (ALBERT)
+        return model
 
     def step(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor], backward: Backward) -> StepOutput:
         cfg = self.config
