@@ -35,8 +35,6 @@ LABELS = [1, 0, 1, 0]
 
 CELLS = [(m, f) for m in sorted(METHODS) for f in FAMILIES]
 KNOWN_FAILURES = {
-    ("peaft", "distilbert"): "PEFT prompt tuning cannot infer token_dim/num_layers/num_attention_heads from "
-    "DistilBERT's config (dim, n_layers, n_heads); PEAFT should pass them explicitly",
 }
 """Cells that fail for a diagnosed reason (strict xfail: a fix makes the test fail until the entry is removed)."""
 REFUSED = {("yopo", "albert"): "distinct Transformer blocks"}

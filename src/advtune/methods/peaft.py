@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from ..embeddings import input_embedding_module, word_embeddings
+from ..embeddings import embedding_dim, input_embedding_module, word_embeddings
 from ..perturbation import ascent_step, init_delta, masked_norm
 from .base import Method, MethodConfig, StepOutput, cfg_field, is_regression, model_inputs, task_loss
 
@@ -78,6 +78,9 @@ class PEAFT(Method):
         peft_cfg = PromptTuningConfig(
             task_type="SEQ_CLS", num_virtual_tokens=c.adv_num_virtual_tokens,
             prompt_tuning_init=PromptTuningInit.SAMPLE_VOCAB, modules_to_save=heads or None,
+            # explicit sizes: peft cannot infer them from every config (DistilBERT says dim / n_layers / n_heads)
+            token_dim=embedding_dim(model), num_layers=model.config.num_hidden_layers,
+            num_attention_heads=model.config.num_attention_heads,
         )
         model = get_peft_model(model, peft_cfg)
         if c.adv_attack_tokens and self.attack_prompt is None:
