@@ -378,7 +378,11 @@ def evaluate(
             raise UsageError("--data-file needs --text-fields and --label-field")
         fields = [f.strip() for f in text_fields.split(",") if f.strip()]
         target, ds = load_file_task(
-            data_file, fields, label_field, label_names=loaded.label_names, name="file",
+            data_file,
+            fields,
+            label_field,
+            label_names=loaded.label_names,
+            name="file",
             regression=run_task.is_regression,
         )
         datasets_ = {split or "file": ds}

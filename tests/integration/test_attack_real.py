@@ -23,8 +23,17 @@ def test_attack_small_sst2_run_zero_violations(tmp_path):
     from advtune.attacks.substitution import attack_run
     from advtune.pipeline import train
 
-    run = train("sst2", "standard", tmp_path / "std", max_train_samples=640, num_train_epochs=1,
-                per_device_train_batch_size=8, learning_rate=5e-5, max_eval_samples=64, **SMALL)
+    run = train(
+        "sst2",
+        "standard",
+        tmp_path / "std",
+        max_train_samples=640,
+        num_train_epochs=1,
+        per_device_train_batch_size=8,
+        learning_rate=5e-5,
+        max_eval_samples=64,
+        **SMALL,
+    )
     m = attack_run(run, n=24, progress=False)
     print({k: m[k] for k in ("acc", "aua", "avg", "attack_success_rate", "mean_queries", "wall_time_per_example_s")})
     assert m["n"] == 24 and m["num_violations"] == 0 and m["violations"] == {}
@@ -43,8 +52,18 @@ def test_peaft_run_saves_reloads_and_evaluates(tmp_path):
     from advtune.methods.peaft import trainable_parameters
     from advtune.pipeline import evaluate, load_run, train
 
-    run = train("sst2", "peaft", tmp_path / "peaft", max_train_samples=32, max_steps=2, max_eval_samples=32,
-                per_device_train_batch_size=16, learning_rate=1e-2, method_overrides={"adv_steps": 1}, **SMALL)
+    run = train(
+        "sst2",
+        "peaft",
+        tmp_path / "peaft",
+        max_train_samples=32,
+        max_steps=2,
+        max_eval_samples=32,
+        per_device_train_batch_size=16,
+        learning_rate=1e-2,
+        method_overrides={"adv_steps": 1},
+        **SMALL,
+    )
     assert (run / "peft_adapter" / "adapter_model.safetensors").is_file()
     assert not (run / "model.safetensors").exists()  # the frozen encoder is not copied into the run
     loaded = load_run(run)
@@ -63,13 +82,23 @@ def test_table_sst2(tmp_path):
     lr = {"standard": 5e-5, "freelb": 5e-5, "rose": 5e-5, "peaft": 1e-2}  # prompt tuning needs a large rate
     rows = []
     for method in [m for m in ("standard", "freelb", "rose", "peaft") if m in METHODS]:
-        run = train("sst2", method, tmp_path / method, max_train_samples=640, num_train_epochs=1,
-                    per_device_train_batch_size=8, learning_rate=lr[method],
-                    method_overrides={"adv_steps": 1} if method == "peaft" else None, **SMALL)
+        run = train(
+            "sst2",
+            method,
+            tmp_path / method,
+            max_train_samples=640,
+            num_train_epochs=1,
+            per_device_train_batch_size=8,
+            learning_rate=lr[method],
+            method_overrides={"adv_steps": 1} if method == "peaft" else None,
+            **SMALL,
+        )
         m = attack_run(run, n=200, progress=False)
         rows.append((method, m))
     print("\n| method | ACC | AUA | AVG | success | s/example |\n|---|---|---|---|---|---|")
     for method, m in rows:
-        print(f"| {method} | {100 * m['acc']:.1f} | {100 * m['aua']:.1f} | {100 * m['avg']:.1f} | "
-              f"{100 * m['attack_success_rate']:.1f}% | {m['wall_time_per_example_s']:.2f} |")
+        print(
+            f"| {method} | {100 * m['acc']:.1f} | {100 * m['aua']:.1f} | {100 * m['avg']:.1f} | "
+            f"{100 * m['attack_success_rate']:.1f}% | {m['wall_time_per_example_s']:.2f} |"
+        )
         assert m["num_violations"] == 0 and m["n"] == 200

@@ -8,8 +8,8 @@ three for the multi-pass methods. The point is that each method learns (accuracy
 is printed: with this budget it is near chance for every method, standard fine-tuning included.
 
 Budget (an estimate from standard fine-tuning's ~1.7 s per step at batch 32 x 64 on an idle 2-core
-machine): 32 steps of 2-3 forward/backward passes per method, so all five methods take ~7 minutes. By default only ``freelb`` runs (SST-2 and
-RTE, ~2 minutes); set ``ADVTUNE_INTEGRATION_ALL=1`` to run every method.
+machine): 32 steps of 2-3 forward/backward passes per method, so all five methods take ~7 minutes.
+By default only ``freelb`` runs (SST-2 and RTE, ~2 minutes); set ``ADVTUNE_INTEGRATION_ALL=1`` to run every method.
 """
 
 from __future__ import annotations

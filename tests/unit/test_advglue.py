@@ -15,8 +15,14 @@ FIXTURE = Path(__file__).parent.parent / "fixtures" / "advglue_dev.json"
 
 @pytest.mark.parametrize(
     "name,n,pair,glue",
-    [("advglue-sst2", 3, False, "sst2"), ("advglue-qqp", 2, True, "qqp"), ("advglue-mnli", 2, True, "mnli"),
-     ("advglue-mnli-mm", 1, True, "mnli"), ("advglue-qnli", 2, True, "qnli"), ("advglue-rte", 2, True, "rte")],
+    [
+        ("advglue-sst2", 3, False, "sst2"),
+        ("advglue-qqp", 2, True, "qqp"),
+        ("advglue-mnli", 2, True, "mnli"),
+        ("advglue-mnli-mm", 1, True, "mnli"),
+        ("advglue-qnli", 2, True, "qnli"),
+        ("advglue-rte", 2, True, "rte"),
+    ],
 )
 def test_loader_reads_every_task(name, n, pair, glue):
     task = get_task(name)
@@ -51,10 +57,15 @@ def test_eval_command_on_advglue_file(tmp_path):
     run = tmp_path / "run"
     tiny_model(num_labels=2, dropout=0.0).save_pretrained(run)
     tiny_tokenizer().save_pretrained(run)
-    runs.write_json_atomic(run / runs.RUN_CONFIG, {
-        "task": {"name": "sst2", "max_length": 32}, "model": {"model": "tiny"},
-        "method": {"name": "standard", "config": {}}, "label_names": ["negative", "positive"],
-    })
+    runs.write_json_atomic(
+        run / runs.RUN_CONFIG,
+        {
+            "task": {"name": "sst2", "max_length": 32},
+            "model": {"model": "tiny"},
+            "method": {"name": "standard", "config": {}},
+            "label_names": ["negative", "positive"],
+        },
+    )
     runs.write_json_atomic(run / runs.METRICS, {"task": "sst2", "splits": {}})
     results = evaluate(run, task="advglue-sst2", data_file=str(FIXTURE))
     assert set(results) == {"advglue-sst2.validation"}

@@ -106,8 +106,9 @@ def test_constant_model_gives_aua_equal_acc():
 
 
 def test_run_attack_metrics_and_zero_violations():
-    fooler = _attack({"good": 1, "fun": 1, "great": 1, "bad": -3, "dull": -1},
-                     [("good", "bad"), ("fun", "dull"), ("great", "fine")])
+    fooler = _attack(
+        {"good": 1, "fun": 1, "great": 1, "bad": -3, "dull": -1}, [("good", "bad"), ("fun", "dull"), ("great", "fine")]
+    )
     ds = _ds(["good fun movie", "great great great great movie film plot story acting actor", "bad movie"], [1, 1, 1])
     metrics, rows = run_attack(fooler, ds, progress=False)
     assert metrics["n"] == 3 and metrics["acc"] == pytest.approx(2 / 3)
@@ -153,17 +154,33 @@ def test_attack_command_writes_run_folder(tmp_path, capsys):
     run = tmp_path / "run"
     tiny_model(num_labels=2, dropout=0.0).save_pretrained(run)
     tiny_tokenizer().save_pretrained(run)
-    runs.write_json_atomic(run / runs.RUN_CONFIG, {
-        "task": {"name": "sst2", "max_length": 32}, "model": {"model": "tiny"},
-        "method": {"name": "standard", "config": {}}, "label_names": ["negative", "positive"],
-    })
+    runs.write_json_atomic(
+        run / runs.RUN_CONFIG,
+        {
+            "task": {"name": "sst2", "max_length": 32},
+            "model": {"model": "tiny"},
+            "method": {"name": "standard", "config": {}},
+            "label_names": ["negative", "positive"],
+        },
+    )
     runs.write_json_atomic(run / runs.METRICS, {"task": "sst2", "splits": {}})
     data = tmp_path / "dev.tsv"
     data.write_text("sentence\tlabel\ngood fun movie\t1\nthe plot was dull\t0\nbad acting\t0\ngreat film\t1\n")
     syn = tmp_path / "syn.txt"
     syn.write_text("good great\nfun funny\nmovie film\ndull boring\nbad awful\nacting actors\n")
-    argv = ["attack", "--run", str(run), "--n", "3", "--data-file", str(data), "--synonyms", str(syn),
-            "--similarity-model", str(run)]
+    argv = [
+        "attack",
+        "--run",
+        str(run),
+        "--n",
+        "3",
+        "--data-file",
+        str(data),
+        "--synonyms",
+        str(syn),
+        "--similarity-model",
+        str(run),
+    ]
     assert main(argv) == 0
     out = run / "attack" / "sst2.validation"
     metrics = runs.read_json(out / "metrics.json")

@@ -34,8 +34,7 @@ PAIRS = ["it is good", "the plot", "we like it", "no"]
 LABELS = [1, 0, 1, 0]
 
 CELLS = [(m, f) for m in sorted(METHODS) for f in FAMILIES]
-KNOWN_FAILURES = {
-}
+KNOWN_FAILURES = {}
 """Cells that fail for a diagnosed reason (strict xfail: a fix makes the test fail until the entry is removed)."""
 REFUSED = {("yopo", "albert"): "distinct Transformer blocks"}
 """Combinations a method refuses with a clear error (ALBERT shares one block: YOPO's f0 is undefined)."""

@@ -143,8 +143,13 @@ class SentenceEncoder:
         chunks = []
         device = next(self.model.parameters()).device
         for start in range(0, len(texts), self.batch_size):
-            enc = self.tokenizer(list(texts[start : start + self.batch_size]), padding=True, truncation=True,
-                                 max_length=256, return_tensors="pt").to(device)
+            enc = self.tokenizer(
+                list(texts[start : start + self.batch_size]),
+                padding=True,
+                truncation=True,
+                max_length=256,
+                return_tensors="pt",
+            ).to(device)
             hidden = self.model(**enc).last_hidden_state
             mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
@@ -437,10 +442,15 @@ def attack_run(
     out_dir = Path(out) if out else Path(loaded.path) / "attack" / f"{target.name}.{split}"
     runs.write_jsonl_atomic(out_dir / "adversarial.jsonl", rows)
     metrics = {
-        "task": target.name, "split": split, "run": str(run_dir), "attack": attack,
-        "budget": dataclasses.asdict(plan), **metrics,
+        "task": target.name,
+        "split": split,
+        "run": str(run_dir),
+        "attack": attack,
+        "budget": dataclasses.asdict(plan),
+        **metrics,
         "attacked_field": ("text_b" if attack_b else "text_a") if target.pair else "text_a",
-        "candidates": table.name, "similarity_model": encoder.name,
+        "candidates": table.name,
+        "similarity_model": encoder.name,
         "pos_check": tagger is not None and plan.pos_consistency,
     }
     runs.write_json_atomic(out_dir / "metrics.json", metrics)

@@ -21,8 +21,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--split", help="split (default: the task's first evaluation split)")
     parser.add_argument("--n", type=int, default=500, help="attack the first N labelled examples (default 500)")
     parser.add_argument("--attack", default="textfooler", help=f"attack recipe ({', '.join(ATTACKS)})")
-    parser.add_argument("--budget", default="textdefender-v1",
-                        help=f"named, versioned budget preset ({', '.join(BUDGETS)}; default: TextDefender's)")
+    parser.add_argument(
+        "--budget",
+        default="textdefender-v1",
+        help=f"named, versioned budget preset ({', '.join(BUDGETS)}; default: TextDefender's)",
+    )
     parser.add_argument("--out", help="output folder (default: RUN/attack/<task>.<split>)")
     parser.add_argument("--data-dir", help="data folder (default: $ADVTUNE_DATA_DIR)")
     parser.add_argument("--data-file", help="read the split from this file (task's own format)")
@@ -35,9 +38,20 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     metrics = attack_run(
-        args.run, task=args.task, split=args.split, n=args.n, attack=args.attack, budget=args.budget, out=args.out,
-        data_dir=args.data_dir, data_file=args.data_file, synonyms=args.synonyms, word_vectors=args.word_vectors,
-        similarity_model=args.similarity_model, attack_first=args.attack_first, pos=not args.no_pos,
+        args.run,
+        task=args.task,
+        split=args.split,
+        n=args.n,
+        attack=args.attack,
+        budget=args.budget,
+        out=args.out,
+        data_dir=args.data_dir,
+        data_file=args.data_file,
+        synonyms=args.synonyms,
+        word_vectors=args.word_vectors,
+        similarity_model=args.similarity_model,
+        attack_first=args.attack_first,
+        pos=not args.no_pos,
         batch_size=args.batch_size,
     )
     from rich.console import Console
@@ -47,9 +61,15 @@ def main(argv: list[str]) -> int:
     for col in ("n", "ACC", "AUA", "AVG", "success", "words changed", "queries", "s / example", "violations"):
         table.add_column(col, justify="right")
     table.add_row(
-        str(metrics["n"]), f"{100 * metrics['acc']:.2f}", f"{100 * metrics['aua']:.2f}", f"{100 * metrics['avg']:.2f}",
-        f"{100 * metrics['attack_success_rate']:.1f}%", f"{100 * metrics['mean_words_changed_fraction']:.1f}%",
-        f"{metrics['mean_queries']:.1f}", f"{metrics['wall_time_per_example_s']:.2f}", str(metrics["num_violations"]),
+        str(metrics["n"]),
+        f"{100 * metrics['acc']:.2f}",
+        f"{100 * metrics['aua']:.2f}",
+        f"{100 * metrics['avg']:.2f}",
+        f"{100 * metrics['attack_success_rate']:.1f}%",
+        f"{100 * metrics['mean_words_changed_fraction']:.1f}%",
+        f"{metrics['mean_queries']:.1f}",
+        f"{metrics['wall_time_per_example_s']:.2f}",
+        str(metrics["num_violations"]),
     )
     console = Console(file=sys.stdout)
     console.print(table)

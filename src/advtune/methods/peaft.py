@@ -76,10 +76,13 @@ class PEAFT(Method):
         has_pooler = any(n.endswith("pooler") for n, _ in model.named_modules())
         heads = ["pooler"] if c.adv_train_pooler and has_pooler else []
         peft_cfg = PromptTuningConfig(
-            task_type="SEQ_CLS", num_virtual_tokens=c.adv_num_virtual_tokens,
-            prompt_tuning_init=PromptTuningInit.SAMPLE_VOCAB, modules_to_save=heads or None,
+            task_type="SEQ_CLS",
+            num_virtual_tokens=c.adv_num_virtual_tokens,
+            prompt_tuning_init=PromptTuningInit.SAMPLE_VOCAB,
+            modules_to_save=heads or None,
             # explicit sizes: peft cannot infer them from every config (DistilBERT says dim / n_layers / n_heads)
-            token_dim=embedding_dim(model), num_layers=model.config.num_hidden_layers,
+            token_dim=embedding_dim(model),
+            num_layers=model.config.num_hidden_layers,
             num_attention_heads=model.config.num_attention_heads,
         )
         model = get_peft_model(model, peft_cfg)
@@ -131,7 +134,9 @@ class PEAFT(Method):
         total = clean + c.adv_lambda * adv
         backward(total)
         metrics = {
-            "adv/clean_loss": clean.item(), "adv/loss": adv.item(), "adv/inner_loss_first": adv_losses[0],
+            "adv/clean_loss": clean.item(),
+            "adv/loss": adv.item(),
+            "adv/inner_loss_first": adv_losses[0],
             "adv/delta_norm": masked_norm(delta, mask, "linf").mean().item(),
         }
         return StepOutput(total.detach(), metrics)
@@ -161,8 +166,12 @@ class PEAFT(Method):
         from ..modeling import load_model
 
         labels = run_config.get("label_names")
-        base = load_model(run_config["model"]["model"], num_labels=len(labels) if labels else 1,
-                          regression=not labels, label_names=labels)
+        base = load_model(
+            run_config["model"]["model"],
+            num_labels=len(labels) if labels else 1,
+            regression=not labels,
+            label_names=labels,
+        )
         model = PeftModel.from_pretrained(base, str(Path(run_dir) / ADAPTER_DIR))
         return model, AutoTokenizer.from_pretrained(str(run_dir))
 

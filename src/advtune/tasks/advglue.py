@@ -76,9 +76,16 @@ def load_advglue(task: Task, split: str, data_dir: Path | None, data_file: Path 
 def _advglue_task(key: str) -> Task:
     glue, fields = LAYOUT[key]
     return Task(
-        name=f"advglue-{key}", label_names=glue.label_names, metric="accuracy", pair=len(fields) == 2,
-        text_fields=fields, train_split="validation", eval_splits=("validation",), splits=("validation",),
-        loader=load_advglue, description=f"AdvGLUE {key} (adversarial dev set; train on {glue.name})",
+        name=f"advglue-{key}",
+        label_names=glue.label_names,
+        metric="accuracy",
+        pair=len(fields) == 2,
+        text_fields=fields,
+        train_split="validation",
+        eval_splits=("validation",),
+        splits=("validation",),
+        loader=load_advglue,
+        description=f"AdvGLUE {key} (adversarial dev set; train on {glue.name})",
     )
 
 
