@@ -108,42 +108,32 @@ def _distilbert(v: int, d: float):
     )
 
 
-def _llama(v: int, d: float):
-    from transformers import LlamaConfig
+def _decoder(config_name: str):
+    """Tiny Llama-style decoder config (Llama and Qwen2 take the same arguments)."""
 
-    return LlamaConfig(
-        vocab_size=v,
-        hidden_size=HIDDEN,
-        intermediate_size=HIDDEN * 2,
-        num_hidden_layers=LAYERS,
-        num_attention_heads=HEADS,
-        num_key_value_heads=2,
-        max_position_embeddings=160,
-        attention_dropout=d,
-        pad_token_id=0,
-        bos_token_id=2,
-        eos_token_id=3,
-        tie_word_embeddings=False,
-    )
+    def build(v: int, d: float):
+        import transformers
+
+        return getattr(transformers, config_name)(
+            vocab_size=v,
+            hidden_size=HIDDEN,
+            intermediate_size=HIDDEN * 2,
+            num_hidden_layers=LAYERS,
+            num_attention_heads=HEADS,
+            num_key_value_heads=2,
+            max_position_embeddings=160,
+            attention_dropout=d,
+            pad_token_id=0,
+            bos_token_id=2,
+            eos_token_id=3,
+            tie_word_embeddings=False,
+        )
+
+    return build
 
 
-def _qwen2(v: int, d: float):
-    from transformers import Qwen2Config
-
-    return Qwen2Config(
-        vocab_size=v,
-        hidden_size=HIDDEN,
-        intermediate_size=HIDDEN * 2,
-        num_hidden_layers=LAYERS,
-        num_attention_heads=HEADS,
-        num_key_value_heads=2,
-        max_position_embeddings=160,
-        attention_dropout=d,
-        pad_token_id=0,
-        bos_token_id=2,
-        eos_token_id=3,
-        tie_word_embeddings=False,
-    )
+_llama = _decoder("LlamaConfig")
+_qwen2 = _decoder("Qwen2Config")
 
 
 @dataclass(frozen=True)
