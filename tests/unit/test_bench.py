@@ -177,7 +177,7 @@ def test_bench_cli_dry_run(tmp_path, capsys):
 
     assert main(["bench", "--suite", "demo", "--out", str(tmp_path), "--dry-run", "--methods", "standard,nope"]) == 0
     out = capsys.readouterr().out
-    assert "sst2-1k/standard/seed1" in out and "to run" in out and "nope" in out
+    assert "sst2-2k/standard/seed1" in out and "to run" in out and "nope" in out
     assert main(["bench", "--suite", "nope"]) == 2
 
 

@@ -149,7 +149,7 @@ def build_grid(
     """The suite's cells under ``out`` (filtered by ``methods``/``seeds``/``tasks``) and notes for the user.
 
     Methods that are not registered are left out with a note, so a suite can name methods that have
-    not landed yet. ``tasks`` matches a task name (``sst2``) or a task label (``sst2-1k``).
+    not landed yet. ``tasks`` matches a task name (``sst2``) or a task label (``sst2-2k``).
     """
     out = Path(out)
     registered = list(registered) if registered is not None else registered_methods()
