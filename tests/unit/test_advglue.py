@@ -51,22 +51,10 @@ def test_data_dir_layout_and_errors(tmp_path):
 
 def test_eval_command_on_advglue_file(tmp_path):
     from advtune import runs
-    from advtune.modeling import tiny_model, tiny_tokenizer
     from advtune.pipeline import evaluate
+    from tests.conftest import make_tiny_run
 
-    run = tmp_path / "run"
-    tiny_model(num_labels=2, dropout=0.0).save_pretrained(run)
-    tiny_tokenizer().save_pretrained(run)
-    runs.write_json_atomic(
-        run / runs.RUN_CONFIG,
-        {
-            "task": {"name": "sst2", "max_length": 32},
-            "model": {"model": "tiny"},
-            "method": {"name": "standard", "config": {}},
-            "label_names": ["negative", "positive"],
-        },
-    )
-    runs.write_json_atomic(run / runs.METRICS, {"task": "sst2", "splits": {}})
+    run = make_tiny_run(tmp_path / "run")
     results = evaluate(run, task="advglue-sst2", data_file=str(FIXTURE))
     assert set(results) == {"advglue-sst2.validation"}
     metrics = runs.read_json(run / "eval" / "advglue-sst2.validation" / "metrics.json")

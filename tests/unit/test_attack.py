@@ -149,21 +149,9 @@ def test_word_spans_and_sst_tokenisation():
 def test_attack_command_writes_run_folder(tmp_path, capsys):
     from advtune import runs
     from advtune.cli import main
-    from advtune.modeling import tiny_model
+    from tests.conftest import make_tiny_run
 
-    run = tmp_path / "run"
-    tiny_model(num_labels=2, dropout=0.0).save_pretrained(run)
-    tiny_tokenizer().save_pretrained(run)
-    runs.write_json_atomic(
-        run / runs.RUN_CONFIG,
-        {
-            "task": {"name": "sst2", "max_length": 32},
-            "model": {"model": "tiny"},
-            "method": {"name": "standard", "config": {}},
-            "label_names": ["negative", "positive"],
-        },
-    )
-    runs.write_json_atomic(run / runs.METRICS, {"task": "sst2", "splits": {}})
+    run = make_tiny_run(tmp_path / "run")
     data = tmp_path / "dev.tsv"
     data.write_text("sentence\tlabel\ngood fun movie\t1\nthe plot was dull\t0\nbad acting\t0\ngreat film\t1\n")
     syn = tmp_path / "syn.txt"
