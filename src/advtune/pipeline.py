@@ -364,8 +364,14 @@ def evaluate(
     data_dir: str | None = None,
     max_samples: int | None = None,
     batch_size: int = 64,
+    sample_seed: int | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Evaluate a finished run on its task, another task with a compatible label space, or a file."""
+    """Evaluate a finished run on its task, another task with a compatible label space, or a file.
+
+    ``max_samples`` keeps the first N examples, or, with ``sample_seed``, a seeded random sample of N
+    (the same examples for every run given the same seed: use it on files sorted by label, such as
+    the review domains, where the first N examples all carry one label).
+    """
     from .tasks import get_task, resolve_data_dir
 
     loaded = load_run(run_dir)
@@ -401,6 +407,8 @@ def evaluate(
     results = {}
     for s, ds in datasets_.items():
         if max_samples:
+            if sample_seed is not None:
+                ds = ds.shuffle(seed=sample_seed)
             ds = ds.select(range(min(len(ds), max_samples)))
         _predict = mc.predict if mc.is_multiple_choice(target) else predict
         logits = _predict(loaded.model, loaded.tokenizer, ds, loaded.max_length, batch_size, desc=f"{target.name}.{s}")

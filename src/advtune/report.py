@@ -295,31 +295,69 @@ def main_table(records: Sequence[RunRecord], split_index: int = 0, with_tests: b
             continue
         by_cell[(r.task_label, r.method_label)].append(r)
         tasks.setdefault(r.task_label, f"{r.task_label} ({split}, {r.metric_name(split)})")
-    if not by_cell:
+    values = {k: [r.score(_split_at(r, split_index)) for r in recs] for k, recs in by_cell.items()}
+    marks = {
+        (t, m): _mark(recs, by_cell.get((t, BASELINE), []), split_index)
+        for (t, m), recs in by_cell.items()
+        if with_tests and m != BASELINE
+    }
+    return _grid_table(values, tasks, marks)
+
+
+def transfer_table(records: Sequence[RunRecord]) -> str | None:
+    """Zero-shot transfer (``eval/<other task>.<split>``): methods x target tasks, per source task.
+
+    The evaluations of a run on tasks other than its own (SST-2 -> the review domains, MNLI -> SNLI):
+    median ± sd over seeds, the average over the targets and its Δ vs standard.
+    """
+    values: dict[tuple[str, str], list[float]] = defaultdict(list)
+    columns: dict[str, str] = {}
+    for r in records:
+        for f in sorted((r.path / "eval").glob("*/metrics.json")):
+            m = runs.read_json(f)
+            target = m.get("task") or f.parent.name.split(".", 1)[0]
+            if target == r.task:
+                continue
+            key = primary_metric(r.metric_kind, m)
+            if key is None:
+                continue
+            col = f"{r.task_label}→{f.parent.name}"
+            columns.setdefault(col, f"{r.task_label} → {f.parent.name} ({key}, n={m.get('n', '?')})")
+            values[(col, r.method_label)].append(float(m[key]))
+    return _grid_table(values, dict(sorted(columns.items()))) if values else None
+
+
+def _grid_table(
+    values: dict[tuple[str, str], list[float]],
+    columns: dict[str, str],
+    marks: dict[tuple[str, str], str] | None = None,
+) -> str | None:
+    """Methods (rows) x columns of per-seed values: median ± sd, the average of the medians over the
+    columns the baseline has, and that average's Δ vs the baseline."""
+    if not values:
         return None
-    methods = _order(m for _, m in by_cell)
+    marks = marks or {}
+    methods = _order(m for _, m in values)
     medians: dict[str, dict[str, float]] = defaultdict(dict)
     rows = []
     for m in methods:
         row = [m]
-        for t in tasks:
-            recs = by_cell.get((t, m), [])
-            vals = [r.score(_split_at(r, split_index)) for r in recs]
-            mark = _mark(recs, by_cell.get((t, BASELINE), []), split_index) if with_tests and m != BASELINE else ""
-            row.append(fmt_cell(vals, mark=mark))
-            if recs:
-                medians[m][t] = summarize(vals)[0]
+        for c in columns:
+            vals = values.get((c, m), [])
+            row.append(fmt_cell(vals, mark=marks.get((c, m), "")))
+            if vals:
+                medians[m][c] = summarize(vals)[0]
         rows.append(row)
-    # the average runs over the tasks the baseline was run on (sweep-only tasks would leave every row blank)
-    avg_tasks = [t for t in tasks if t in medians.get(BASELINE, {})] or list(tasks)
-    base_avg = statistics.mean(medians[BASELINE][t] for t in avg_tasks) if BASELINE in medians else math.nan
+    # the average runs over the columns the baseline was run on (sweep-only tasks would leave every row blank)
+    avg_cols = [c for c in columns if c in medians.get(BASELINE, {})] or list(columns)
+    base_avg = statistics.mean(medians[BASELINE][c] for c in avg_cols) if BASELINE in medians else math.nan
     for row, m in zip(rows, methods):
-        full = all(t in medians[m] for t in avg_tasks)
-        avg = statistics.mean(medians[m][t] for t in avg_tasks) if full else math.nan
+        full = all(c in medians[m] for c in avg_cols)
+        avg = statistics.mean(medians[m][c] for c in avg_cols) if full else math.nan
         row.append(f"{avg * 100:.2f}" if full else "–")
         ok = full and m != BASELINE and not math.isnan(base_avg)
         row.append(f"{(avg - base_avg) * 100:+.2f}" if ok else "–")
-    return _md_table(["method", *tasks.values(), "average", f"Δ vs {BASELINE}"], rows)
+    return _md_table(["method", *columns.values(), "average", f"Δ vs {BASELINE}"], rows)
 
 
 def _split_at(r: RunRecord, i: int) -> str | None:
@@ -593,6 +631,7 @@ def build_report(root: str | Path, out: str | Path | None = None, plots: bool = 
             if table:
                 lines += [f"## Clean results (evaluation split {i + 1}: {split})", "", table, ""]
         for title, table in (
+            ("Zero-shot transfer to other tasks (same label space)", transfer_table(records)),
             ("Accuracy under the word-substitution attack", attack_table(records)),
             ("Training cost", step_time_table(records)),
             ("Embedding-space robustness: median ΔL_max (FreeLB eq. 5)", robustness_table(records)),

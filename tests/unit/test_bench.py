@@ -107,6 +107,30 @@ def test_trained_but_unattacked_run_is_only_attacked(tmp_path):
     assert len(train.calls) == 1 and len(attack.calls) == 1
 
 
+def test_transfer_evaluations_run_once_and_resume(tmp_path):
+    spec = TaskSpec("sst2", "sst2-tiny", {"max_train_samples": 8}, "8 examples", transfer=("books", "dvd"),
+                    transfer_samples=50)  # fmt: skip
+    cells, _ = build_grid(SUITE.replace(tasks=(spec,), seeds=(1,)), tmp_path, registered=REGISTERED, attack=False)
+    calls: list[tuple[str, str, int | None]] = []
+
+    def fake_eval(run_dir: Path, task: str, n: int | None) -> None:
+        calls.append((run_dir.parent.name, task, n))
+        if task == "dvd" and len(calls) == 2:
+            raise RuntimeError("reader crashed")  # the books result must survive and not be redone
+        runs.write_json_atomic(runs.eval_dir(run_dir, task, "test") / "metrics.json", {"task": task, "accuracy": 0.7})
+
+    train = FakeTrain()
+    result = run_grid(cells, train_fn=train, eval_fn=fake_eval, progress=False, log=lambda s: None)
+    assert len(result.failed) == 1 and not cells[0].is_done() and cells[0].pending_transfer() == ["dvd"]
+    run_grid(cells, train_fn=train, eval_fn=fake_eval, progress=False, log=lambda s: None)
+    assert all(c.is_done() for c in cells)
+    assert len(train.calls) == 3  # trained once per method, never again for the transfer step
+    assert [t for _, t, _ in calls] == ["books", "dvd", "books", "dvd", "books", "dvd", "dvd"]
+    assert {n for _, _, n in calls} == {50}
+    rec = json.loads((cells[0].run_dir / CELL_FILE).read_text())
+    assert rec["transfer"] == ["books", "dvd"] and "transfer_wall_s" in rec["timings"]
+
+
 def test_failing_cell_is_reported_and_grid_goes_on(tmp_path):
     cells, _ = build_grid(SUITE, tmp_path, registered=REGISTERED, attack=False)
 

@@ -292,3 +292,22 @@ def test_report_cli_and_errors(results, tmp_path, capsys):
     assert main(["report", str(tmp_path / "missing")]) == 2
     (tmp_path / "empty").mkdir()
     assert main(["report", str(tmp_path / "empty")]) == 2
+
+
+def test_transfer_table_reads_the_other_task_evaluations(tmp_path):
+    accs = {"standard": (0.70, 0.74, 0.72), "tat": (0.78, 0.76, 0.80)}
+    for method, values in accs.items():
+        for seed, acc in zip((1, 2, 3), values):
+            run = fabricate_run(tmp_path, "sst2-2k", method, seed, 0.8)
+            for domain, shift in (("books", 0.0), ("kitchen", 0.05)):
+                runs.write_json_atomic(
+                    runs.eval_dir(run, domain, "test") / "metrics.json",
+                    {"task": domain, "split": "test", "n": 1000, "accuracy": acc + shift},
+                )
+    md = build_report(tmp_path, plots=False).read_text()
+    rows = {r[0]: r for r in _table(md, "## Zero-shot transfer")}
+    header = md.split("## Zero-shot transfer", 1)[1].split("\n\n", 2)[1].splitlines()[0]
+    assert "sst2-2k → books.test (accuracy, n=1000)" in header and "kitchen" in header
+    assert rows["tat"][1].startswith("78.00 ± 2.00 (3)") and rows["standard"][2].startswith("77.00")
+    assert float(rows["tat"][-2]) == pytest.approx((0.78 + 0.83) / 2 * 100, abs=0.005)
+    assert float(rows["tat"][-1]) == pytest.approx(((0.78 + 0.83) - (0.72 + 0.77)) / 2 * 100, abs=0.01)

@@ -6,8 +6,11 @@ interrupted and is deleted and trained again from scratch (suites save no checkp
 takes minutes). The word-substitution attack is resumable the same way: a run whose
 ``attack/<task>.<split>/metrics.json`` exists is not attacked again.
 
-The train and attack functions are injectable (``train_fn``, ``attack_fn``) so tests can run a grid
-with a fake trainer and count what is recomputed after an interruption.
+Zero-shot transfer evaluations (``TaskSpec.transfer``) are resumable too: a run with
+``eval/<task>.<split>/metrics.json`` for a transfer task is not evaluated on it again.
+
+The train, transfer and attack functions are injectable (``train_fn``, ``eval_fn``, ``attack_fn``) so
+tests can run a grid with a fake trainer and count what is recomputed after an interruption.
 
 Layout of a results folder::
 
@@ -34,6 +37,7 @@ from ..errors import UsageError
 from .suites import ALL, Suite, TaskSpec, Variant
 
 TrainFn = Callable[..., Path]
+EvalFn = Callable[[Path, str, "int | None"], None]
 AttackFn = Callable[[Path, str, dict[str, Any]], None]
 CELL_FILE = "cell.json"
 _DATA_KEYS = {"max_train_samples", "max_eval_samples", "train_fraction_per_label", "max_length", "num_train_epochs",
@@ -92,6 +96,7 @@ class Cell:
             "method_label": self.method_label,
             "variant": dataclasses.asdict(self.variant) if self.variant else None,
             "attack": self.attack,
+            "transfer": list(self.task.transfer),
             "train_kwargs": kwargs,
         }
 
@@ -106,8 +111,12 @@ class Cell:
         config = self.run_dir / runs.RUN_CONFIG
         return self.is_trained() and config.is_file() and runs.read_json(config).get("label_names", []) is None
 
+    def pending_transfer(self) -> list[str]:
+        """Transfer tasks this run has not been evaluated on yet."""
+        return [t for t in self.task.transfer if not any((self.run_dir / "eval").glob(f"{t}.*/metrics.json"))]
+
     def is_done(self) -> bool:
-        return self.is_trained() and self.is_attacked()
+        return self.is_trained() and not self.pending_transfer() and self.is_attacked()
 
 
 @dataclass
@@ -213,6 +222,13 @@ def default_train_fn(**kwargs: Any) -> Path:
     return train(**kwargs)
 
 
+def default_eval_fn(run_dir: Path, task: str, max_samples: int | None) -> None:
+    """Zero-shot evaluation on another task (``advtune eval --run R --task T``), seeded sample."""
+    from ..pipeline import evaluate
+
+    evaluate(run_dir, task=task, max_samples=max_samples, sample_seed=0 if max_samples else None)
+
+
 def default_attack_fn(run_dir: Path, task: str, attack: dict[str, Any]) -> None:
     """The word-substitution attack (``advtune attack``) on the first ``n`` examples of the eval split."""
     from ..attacks.substitution import attack_run
@@ -230,6 +246,7 @@ def run_grid(
     cells: Sequence[Cell],
     train_fn: TrainFn | None = None,
     attack_fn: AttackFn | None = None,
+    eval_fn: EvalFn | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
     stop_on_error: bool = False,
@@ -246,6 +263,7 @@ def run_grid(
     from tqdm.auto import tqdm
 
     train_fn = train_fn or default_train_fn
+    eval_fn = eval_fn or default_eval_fn
     if attack_fn is None:
         if any(c.attack for c in cells) and not attack_available():
             log("note: the attack command (advtune attack) is not available; runs are not attacked")
@@ -276,6 +294,12 @@ def run_grid(
                         raise RuntimeError(f"train function returned but {cell.run_dir}/metrics.json is missing")
                     result.trained.append(cell.name)
                 _write_cell_record(cell, timings)
+                pending = cell.pending_transfer()
+                if pending:
+                    with _stdout_to(log_file, f"== transfer {cell.name}"), _timed(timings, "transfer"):
+                        for task in pending:
+                            eval_fn(cell.run_dir, task, cell.task.transfer_samples)
+                    _write_cell_record(cell, timings)
                 if cell.attack and not cell.is_attacked():
                     with _stdout_to(log_file, f"== attack {cell.name}"), _timed(timings, "attack"):
                         attack_fn(cell.run_dir, cell.task.task, cell.attack)
@@ -301,7 +325,13 @@ def _stdout_to(log_file: str | Path | None, header: str) -> Iterator[None]:
         yield
         return
     Path(log_file).parent.mkdir(parents=True, exist_ok=True)
-    with open(log_file, "a", encoding="utf-8", buffering=1) as fh, contextlib.redirect_stdout(fh):
+    # stderr too: the evaluation bars and warnings of a cell belong in the log, not under the grid's bar
+    # (the grid's own bar keeps the stderr it was created with)
+    with (
+        open(log_file, "a", encoding="utf-8", buffering=1) as fh,
+        contextlib.redirect_stdout(fh),
+        contextlib.redirect_stderr(fh),
+    ):
         print(f"{header} ({time.strftime('%H:%M:%S')})", flush=True)
         yield
 

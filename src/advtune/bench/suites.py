@@ -32,12 +32,18 @@ class TaskSpec:
         args (`dict`): :class:`~advtune.config.TaskArguments` / training arguments specific to this task
             (``max_train_samples``, ``train_fraction_per_label``, ``max_eval_samples``, ``num_train_epochs``...).
         note (`str`): the subset, in words, for the report ("1,000 of 67,349 train examples").
+        transfer (`tuple[str, ...]`): tasks with the same label space the trained run is also evaluated
+            on, zero-shot (``advtune eval --run R --task T``): SST-2 -> the four review domains.
+        transfer_samples (`int | None`): evaluate each transfer task on a seeded random sample of this
+            many examples (the same examples for every run); ``None`` = the whole evaluation split.
     """
 
     task: str
     label: str
     args: dict[str, Any] = field(default_factory=dict)
     note: str = "full data"
+    transfer: tuple[str, ...] = ()
+    transfer_samples: int | None = None
 
 
 @dataclass(frozen=True)
@@ -143,7 +149,9 @@ _GLUE_SMALL_TASKS = (
         "sst2",
         "sst2-2k",
         {"max_train_samples": 2000, "max_length": 64},
-        "2,000 of 67,349 train examples, max length 64; full dev (872)",
+        "2,000 of 67,349 train examples, max length 64; full dev (872); zero-shot on 1,000 seeded reviews per domain",
+        transfer=("books", "dvd", "electronics", "kitchen"),  # TAT section 3.3: out-of-domain transfer
+        transfer_samples=1000,
     ),
 )
 
@@ -153,7 +161,7 @@ GLUE_SMALL = Suite(
     tasks=_GLUE_SMALL_TASKS,
     methods=ALL,
     seeds=(1, 2, 3),
-    training={**_CPU_TRAINING, "num_train_epochs": 3, "eval_strategy": "epoch"},
+    training={**_CPU_TRAINING, "num_train_epochs": 2, "eval_strategy": "epoch"},
 )
 
 _INTENT = (("banking77", "10,003"), ("clinc150", "15,000"), ("hwu64", "8,884"))

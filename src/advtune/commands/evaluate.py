@@ -18,6 +18,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--label-field", help="label column of --data-file")
     parser.add_argument("--data-dir", help="data folder (default: $ADVTUNE_DATA_DIR)")
     parser.add_argument("--max-samples", type=int, help="evaluate on the first N examples only")
+    parser.add_argument(
+        "--sample-seed", type=int, help="with --max-samples: a seeded random sample of N instead of the first N"
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args(argv)
 
@@ -36,6 +39,7 @@ def main(argv: list[str]) -> int:
         data_dir=args.data_dir,
         max_samples=args.max_samples,
         batch_size=args.batch_size,
+        sample_seed=args.sample_seed,
     )
     table = Table(title=f"evaluation of {args.run}")
     table.add_column("task.split")
