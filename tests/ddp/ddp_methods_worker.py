@@ -25,8 +25,9 @@ CASES = {
     "tat": ("tat", {"adv_init_scale": 0.0, "adv_step_size": 1e-2, "adv_epsilon": 5e-2, "adv_alpha": 1.0}),
     # AT^x with lambda = 0: the FGSM step is per example, nothing couples examples of a batch
     "cat-embeddings": ("cat", {"adv_target": "embeddings", "adv_lambda": 0.0, "adv_epsilon": 1e-2}),
-    # the paper's CAT: V's row gradient and the NT-Xent negatives come from each process's own half
+    # the paper's CAT: V's row gradient and the NT-Xent negatives span the combined batch (gathered)
     "cat": ("cat", {"adv_epsilon": 1e-2, "adv_lambda": 0.3, "adv_proj_dim": 16}),
+    "cat-l2": ("cat", {"adv_epsilon": 1e-1, "adv_norm": "l2", "adv_lambda": 0.5, "adv_proj_dim": 16}),
 }
 STEPS = 3
 LR = 0.5

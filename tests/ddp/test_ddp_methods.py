@@ -5,11 +5,11 @@ only in the order of the gradient sums).
 
 * TAT and CAT's AT^x variant with λ = 0 are per-example computations, so 2 processes x 8 examples
   equal 1 process on the combined 16.
-* CAT as in the paper perturbs rows of V with the sign of the *batch* gradient and contrasts each
-  example against the other examples of the batch (NT-Xent). Under DDP both come from each process's
-  own examples (as SimCLR without a cross-device gather), so the run equals one process that takes
-  CAT's step on each half and averages the gradients, not one step on the combined batch; the last
-  test pins that down so a future change (a gather) is noticed.
+* CAT as in the paper perturbs rows of V with the sign (or L2 direction) of the *batch* gradient
+  and contrasts each example against the other examples of the batch (NT-Xent): under DDP the row
+  gradients are summed over processes and the projections all-gathered with gradients, so it equals
+  the combined batch too; the last test checks that this is not trivially so (one process taking
+  CAT's step on each half separately and averaging ends elsewhere).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def _close(got: dict, model: torch.nn.Module) -> bool:
     return all(torch.allclose(got[k], p.detach(), rtol=1e-4, atol=1e-5) for k, p in model.named_parameters())
 
 
-@pytest.mark.parametrize("case", ["tat", "cat-embeddings"])
+@pytest.mark.parametrize("case", ["tat", "cat-embeddings", "cat", "cat-l2"])
 def test_two_processes_equal_one_process_on_the_combined_batch(results, case):
     ddp = torch.load(results / f"{case}.pt")
     torch.manual_seed(0)
@@ -59,14 +59,10 @@ def test_two_processes_equal_one_process_on_the_combined_batch(results, case):
     assert ddp["allreduce_calls"] == 3, "one gradient all-reduce per optimizer step"
 
 
-def test_cat_under_ddp_is_the_average_of_per_process_steps(results):
+def test_cat_without_the_gather_would_differ(results):
+    """Averaging CAT's per-half steps (what DDP gives without the gathers) is measurably different."""
     ddp = torch.load(results / "cat.pt")
     torch.manual_seed(0)
     method, model = build("cat")
     sharded = train(method, model, _halves())
-    for k, p in sharded.named_parameters():
-        torch.testing.assert_close(ddp["params"][k], p.detach(), rtol=1e-4, atol=1e-5, msg=f"cat: {k} differs")
-    torch.manual_seed(0)
-    method, model = build("cat")
-    combined = train(method, model, [combined_batch()])
-    assert not _close(ddp["params"], combined), "CAT now matches the combined batch: update the docs and this test"
+    assert not _close(ddp["params"], sharded), "the per-half average equals the combined batch: weak test"

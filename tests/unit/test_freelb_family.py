@@ -112,15 +112,15 @@ def test_pgd_updates_parameters_on_final_adversarial_loss_only(batch):
 
 
 @pytest.mark.parametrize("norm", ["l2", "linf"])
-def test_fgm_gradient_is_clean_plus_weighted_adversarial(batch, norm):
+def test_fgm_gradient_is_the_weighted_mean_of_clean_and_adversarial(batch, norm):
     eps, w = (1.0, 0.5) if norm == "l2" else (0.01, 0.5)
     _, out, g_fgm = _step_grads("fgm", batch, adv_epsilon=eps, adv_norm=norm, adv_weight=w)
     ref = tiny_model(dropout=0.0, seed=0).train()
     mask, shape = _mask_shape(ref, batch)
     zero = torch.zeros(shape, requires_grad=True)
-    adv_loss(ref, batch, zero).backward()
-    r = eps * normalize(zero.grad, mask, norm)
-    (w * adv_loss(ref, batch, r)).backward()
+    (adv_loss(ref, batch, zero) / (1 + w)).backward()
+    r = eps * normalize(zero.grad * (1 + w), mask, norm)  # the direction does not depend on the scale
+    (w / (1 + w) * adv_loss(ref, batch, r)).backward()
     _assert_same_grads(g_fgm, _grads(ref), rtol=1e-4, atol=1e-6)
     assert out.metrics["adv/loss"] > out.metrics["adv/clean_loss"]
 
@@ -305,3 +305,25 @@ def test_overhead_benchmark_counts_passes(tmp_path):
     assert all(r["step_s"] > 0 for r in rows) and "| freelb |" in format_table(rows)
     with pytest.raises(UsageError):
         measure_overhead(["nope"], model=str(tmp_path / "tiny"))
+
+
+def _child_env() -> dict:
+    import os
+
+    return {k: os.environ.get(k) for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")}
+
+
+def test_cpu_memory_measurement_processes_disable_malloc_caching(monkeypatch):
+    """The spawned CPU measurements run with a fixed mmap threshold (peak RSS = live memory), and the
+    setting does not leak into this process."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from advtune.bench.overhead import CPU_MALLOC_ENV, _environ
+
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "7")
+    with _environ(CPU_MALLOC_ENV), ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        seen = pool.submit(_child_env).result()
+    assert seen == CPU_MALLOC_ENV
+    assert _child_env() == {"MALLOC_MMAP_THRESHOLD_": None, "MALLOC_TRIM_THRESHOLD_": "7"}

@@ -19,6 +19,11 @@ we add ``+ε·…`` (the FGSM ascent step Goodfellow et al. describe). Eq. 9 wri
 ``sim(z_i, z_j/τ)``, which equals ``sim(z_i, z_j)`` for cosine similarity; we use SimCLR's
 ``sim(z_i, z_j)/τ``, averaged over all 2N anchors. ``r`` is a constant (no gradient flows into it).
 Padding positions do not contribute to ∇_V. The projection head has no biases, as written in eq. 7.
+
+Distributed (DDP): ∇_V is summed over the processes' row gradients (only the rows present, weighted
+by shard size) before the sign / normalisation, the NT-Xent negatives are all-gathered with
+gradients, and ``mixed`` draws its norm on rank 0, so W processes take the step one process would
+take on the combined batch (tested with 2 gloo processes).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..distributed import all_gather_with_grad, same_choice, sum_rows, world_size
 from ..embeddings import embedding_dim, perturb_embedding_rows, perturb_embeddings, row_gradients, unwrap
 from ..perturbation import normalize
 from ..representation import sentence_representation
@@ -124,7 +130,7 @@ class CAT(Method):
         """The norm of this batch's perturbation (``mixed`` draws one per batch, Table 10)."""
         if self.config.adv_norm != "mixed":
             return self.config.adv_norm
-        return "linf" if torch.rand(()) < 0.5 else "l2"
+        return "linf" if same_choice(0.5) else "l2"
 
     def perturbation(
         self,
@@ -148,6 +154,8 @@ class CAT(Method):
             size = delta.abs().amax() if norm == "linf" else delta.flatten(1).norm(dim=1).max()
             return perturb_embeddings(model, delta), float(size)
         token_ids, rows = row_gradients(g, input_ids)
+        if world_size() > 1:  # ∇_V of the combined batch's mean loss: shard sums weighted by shard size
+            token_ids, rows = sum_rows(token_ids, rows * input_ids.shape[0])
         r = eps * normalize(rows.unsqueeze(0), None, norm)[0]
         size = r.abs().amax() if norm == "linf" else r.norm()
         return perturb_embedding_rows(model, token_ids, r), float(size)
@@ -174,6 +182,8 @@ class CAT(Method):
             # final hidden state of the token the classifier pools: [CLS] / <s> for encoders (eqs. 7-8)
             z_clean = head(sentence_representation(model, clean.hidden_states[-1], mask))
             z_adv = head(sentence_representation(model, adv.hidden_states[-1], mask))
+            # under DDP the negatives are the whole combined batch (SimCLR's cross-device gather)
+            z_clean, z_adv = all_gather_with_grad(z_clean), all_gather_with_grad(z_adv)
             ctr = nt_xent(z_clean, z_adv, cfg.adv_temperature)
             loss = loss + cfg.adv_lambda * ctr
             metrics["adv/ctr_loss"] = ctr.item()

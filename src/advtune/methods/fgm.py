@@ -5,12 +5,16 @@ Contrastive Adversarial Training", AAAI 2022) equations 3-6.
 
 Per step: a clean forward with a zero δ and ``backward(clean_loss)`` gives the parameter gradients of
 the clean loss *and* g = ∂L/∂X at once; r = ε g/‖g‖_2 (``l2``, eq. 6) or ε sign(g) (``linf``, eq. 5)
-per example; then a forward on X + r and ``backward(adv_weight * adv_loss)``. The optimizer steps on
-∇(clean + adv_weight · adv). Cost: 2 forward + 2 backward passes.
+per example; then a forward on X + r. The optimizer steps on ∇(clean + w · adv)/(1 + w), w =
+``adv_weight``: a weighted *mean* of the two losses, so the learning rate means what it means for
+standard fine-tuning (and for FreeLB, PGD, CAT, which all train on one loss-sized objective).
+Cost: 2 forward + 2 backward passes.
 
 Defaults: ``l2`` with ε = 1.0 (the usual per-sentence budget of embedding FGM; neither CAT nor
 Miyato fixes one for BERT-size models: CAT grid-searches ε ∈ {1e-4, 1e-3, 5e-3, 2e-2} for its sign
-form) and ``adv_weight`` = 1 (Goodfellow's α = 0.5 up to a factor 2; CAT's CE(clean) + CE(adv)).
+form) and ``adv_weight`` = 1, i.e. (clean + adv)/2: Goodfellow's α = 0.5 and CAT's
+(1 − λ)/2 (CE + CE_adv) at λ = 0. Miyato's sum clean + adv is the same objective at twice the
+learning rate; with the sum, MiniLM at lr 3e-4 collapsed to a constant prediction on SST-2.
 
 Deviations: CAT's eq. 5-6 print r = -ε ...; the minus sign contradicts the stated max of eq. 3
 under the linearisation of eq. 4, so we step *up* the gradient as Goodfellow and Miyato do.
@@ -35,13 +39,14 @@ class FGMConfig(MethodConfig):
     Args:
         adv_epsilon (`float`, *optional*, defaults to `1.0`): size ε of the single step (= the ball radius).
         adv_norm (`str`, *optional*, defaults to `"l2"`): ``l2`` (FGM, eq. 6) or ``linf`` (FGSM, eq. 5).
-        adv_weight (`float`, *optional*, defaults to `1.0`): weight of the adversarial loss.
+        adv_weight (`float`, *optional*, defaults to `1.0`): weight w of the adversarial loss; the
+            objective is (clean + w · adv)/(1 + w).
         adv_reuse_dropout (`bool`, *optional*, defaults to `False`): same dropout mask in both passes.
     """
 
     adv_epsilon: float = cfg_field(1.0, "size epsilon of the single gradient step (per example)")
     adv_norm: str = cfg_field("l2", "l2 = FGM (normalised gradient), linf = FGSM (sign of the gradient)")
-    adv_weight: float = cfg_field(1.0, "weight of the adversarial loss added to the clean loss")
+    adv_weight: float = cfg_field(1.0, "weight w of the adversarial loss: objective (clean + w*adv)/(1+w)")
     adv_reuse_dropout: bool = cfg_field(False, "use the same dropout mask for the clean and perturbed pass")
 
     def validate(self) -> None:
@@ -65,11 +70,11 @@ class FGM(Method):
         rng = RNGState.capture(like.device) if cfg.adv_reuse_dropout and model.training else None
         with self.no_sync(), maybe_replay(rng):
             clean = adv_loss(model, inputs, zero)
-            backward(clean)
+            backward(clean / (1 + cfg.adv_weight))
         r = ascent_step(zero, zero.grad, mask, cfg.adv_epsilon, cfg.adv_epsilon, cfg.adv_norm)
         with maybe_replay(rng):
             adv = adv_loss(model, inputs, r)
-            backward(cfg.adv_weight * adv)
+            backward(cfg.adv_weight / (1 + cfg.adv_weight) * adv)
         metrics = {"adv/loss": float(adv.detach()), "adv/clean_loss": float(clean.detach())}
         metrics.update(delta_metrics(r, mask, cfg.adv_norm))
-        return StepOutput((clean + cfg.adv_weight * adv).detach(), metrics)
+        return StepOutput(((clean + cfg.adv_weight * adv) / (1 + cfg.adv_weight)).detach(), metrics)
