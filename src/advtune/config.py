@@ -82,6 +82,12 @@ class AdvTrainingArguments(TrainingArguments):
     save_strategy: str = _f("epoch", "Checkpoint strategy (no / steps / epoch); checkpoints make --resume possible.")
     save_total_limit: int | None = _f(1, "Keep at most this many checkpoints.")
     dataloader_pin_memory: bool = _f(False, "Pin memory in data loaders (useful on GPU only).")
+    # The adversarial methods run several forward passes per backward (CAT, VAT/SMART/TAT, PGD) or use
+    # modules outside the wrapped forward (CAT's projection head); DDP's unused-parameter search then
+    # marks parameters ready twice. Every parameter of a classifier is used in each step, so it is off.
+    ddp_find_unused_parameters: bool | None = _f(
+        False, "DDP: search for unused parameters (off: every method uses every parameter in each step)."
+    )
 
     def __post_init__(self) -> None:
         if self.learning_rate <= 0:

@@ -152,14 +152,23 @@ def versions() -> dict[str, str]:
     return out
 
 
-def _prepare_output(out: Path, run_args: RunArguments) -> None:
+def _prepare_output(out: Path, run_args: RunArguments, main: bool = True) -> None:
+    """Refuse a used run folder unless --resume / --overwrite; ``main``: the process that may delete it."""
     if out.exists() and any(out.iterdir()):
         if run_args.overwrite:
-            shutil.rmtree(out)
+            if main:
+                shutil.rmtree(out)
         elif runs.is_finished(out):
             raise UsageError(f"run folder {out} holds a finished run; pass --overwrite to replace it")
         elif not run_args.resume:
             raise UsageError(f"run folder {out} holds an unfinished run; pass --resume to continue it or --overwrite")
+
+
+def _barrier(training_args: AdvTrainingArguments) -> None:
+    import torch.distributed as dist
+
+    if training_args.world_size > 1 and dist.is_available() and dist.is_initialized():
+        dist.barrier()
 
 
 def run_training(
@@ -190,7 +199,11 @@ def run_training(
             model_args.model, num_labels=task.num_labels, regression=task.is_regression, label_names=label_names
         )
     _encode, _collator, _predict = (mc.encode, mc.collator, mc.predict) if is_mc else (encode, collator, predict)
-    _prepare_output(out, run_args)
+    # under torchrun / accelerate launch every process checks the folder before any of them writes;
+    # the main process alone writes the run folder (the Trainer saves checkpoints the same way)
+    main = training_args.process_index == 0
+    _prepare_output(out, run_args, main)
+    _barrier(training_args)
     resume = run_args.resume and _last_checkpoint(out) is not None
 
     out.mkdir(parents=True, exist_ok=True)
@@ -204,7 +217,8 @@ def run_training(
         "num_train_examples": len(train_ds),
         "versions": versions(),
     }
-    runs.write_json_atomic(out / runs.RUN_CONFIG, config)
+    if main:
+        runs.write_json_atomic(out / runs.RUN_CONFIG, config)
 
     from .trainer import AdversarialTrainer
 
@@ -223,6 +237,8 @@ def run_training(
         callbacks=[timer],
     )
     result = trainer.train(resume_from_checkpoint=str(_last_checkpoint(out)) if resume else None)
+    if not main:
+        return out
 
     inference = method.inference_model(trainer.model)
     method.save_inference_model(inference, tokenizer, out)
@@ -235,6 +251,7 @@ def run_training(
         {
             **{k: v for k, v in result.metrics.items()},
             "global_step": trainer.state.global_step,
+            "world_size": training_args.world_size,
             "step_time_median_s": statistics.median(timer.times) if timer.times else None,
             "num_train_examples": len(train_ds),
         },

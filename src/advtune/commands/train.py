@@ -49,7 +49,8 @@ def main(argv: list[str]) -> int:
 
     task_args, model_args, run_args, method, training_args = parse(argv)
     out = run_training(task_args, model_args, run_args, training_args, method)
-    _print_summary(out)
+    if training_args.process_index == 0:  # the main process wrote the run folder and prints its summary
+        _print_summary(out)
     return 0
 
 

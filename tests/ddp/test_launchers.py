@@ -1,0 +1,91 @@
+"""The command line under both launchers: ``torchrun`` and ``accelerate launch``, 2 CPU processes (gloo).
+
+A tiny saved model trains on a small labelled file for one epoch with every method under torchrun and
+with FreeLB (multi-pass, ``no_sync``), TAT (tally all-reduce) and CAT (V-row FGSM + NT-Xent, the
+cross-process gathers) under ``accelerate launch``; each launch must write one finished run
+folder whose global step count is the examples divided by (per-device batch x 2 processes), and whose
+``train_stats.json`` records the 2-process world.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from advtune.modeling import tiny_model, tiny_tokenizer
+
+from . import SRC
+
+pytestmark = pytest.mark.ddp
+
+N_TRAIN, BATCH = 48, 4
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("launch")
+    model = root / "tiny"
+    tiny_model(dropout=0.1).save_pretrained(model)
+    tiny_tokenizer().save_pretrained(model)
+    words = ["good", "great", "fine", "bad", "awful", "poor"]
+    for name, n in (("train.csv", N_TRAIN), ("dev.csv", 16)):
+        with open(root / name, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["text", "label"])
+            for i in range(n):
+                w.writerow([f"the film was {words[i % 6]} and {words[(i * 5) % 6]}", int(i % 6 < 3)])
+    return root, model
+
+
+def _launcher(name: str) -> list[str]:
+    if name == "torchrun":
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    if shutil.which("accelerate") is None and not (Path(sys.executable).parent / "accelerate").exists():
+        pytest.skip("accelerate's launcher is not installed")
+    # --multi_gpu selects accelerate's torch.distributed launcher; --use_cpu on the Trainer makes it gloo
+    return [
+        *(sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"),
+        *("--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"),
+    ]
+
+
+METHODS = ["standard", "fgm", "pgd", "freeat", "freelb", "yopo", "vat", "smart", "tat", "cat", "peaft", "rose"]
+CASES = [("torchrun", m) for m in METHODS] + [("accelerate", m) for m in ("freelb", "tat", "cat")]
+
+
+def test_every_registered_method_is_launched():
+    from advtune.methods import METHODS as REGISTERED
+
+    assert sorted(REGISTERED) == sorted(METHODS)
+
+
+@pytest.mark.parametrize(("launcher", "method"), CASES)
+def test_cli_trains_under_the_launcher(setup, launcher, method, tmp_path):
+    root, model = setup
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env["PYTHONPATH"] = os.pathsep.join([SRC, env.get("PYTHONPATH", "")])
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    cmd = [
+        *_launcher(launcher), "-m", "advtune.cli", "train", "--model", str(model), "--method", method,
+        "--train-file", str(root / "train.csv"), "--eval-file", str(root / "dev.csv"), "--text-fields", "text",
+        "--label-field", "label", "--max-length", "16", "--per-device-train-batch-size", str(BATCH),
+        "--num-train-epochs", "1", "--save-strategy", "no", "--use-cpu", "--output-dir", str(out),
+        "--report-to", "none", "--disable-tqdm", "true",
+    ]  # fmt: skip
+    if method == "cat":
+        cmd += ["--adv_proj_dim", "8"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-4000:])
+    assert (out / "metrics.json").is_file() and not list(out.glob("checkpoint-*"))
+    stats = json.loads((out / "train_stats.json").read_text())
+    replays = 3 if method == "freeat" else 1  # FreeAT: m optimizer steps per mini-batch
+    assert stats["global_step"] == replays * N_TRAIN // (BATCH * 2), stats
+    assert stats["world_size"] == 2
