@@ -177,6 +177,14 @@ def test_filters_variants_and_budget_precedence(tmp_path):
     cells, _ = build_grid(suite, tmp_path, registered=REGISTERED, training={"max_train_samples": 4})
     assert cells[0].train_kwargs()["max_train_samples"] == 4
     assert cells[0].record()["data_note"] == "8 examples; max_train_samples=4 (overridden)"  # the report says so
+    # a per-method learning rate sits between the suite's budget and the task's / command line's
+    per_method = suite.replace(method_training={"fgm": {"learning_rate": 1e-3, "num_train_epochs": 5}})
+    cells, _ = build_grid(per_method, tmp_path, methods="fgm,freelb", seeds="1", registered=REGISTERED)
+    kw = {c.method_label: c.train_kwargs() for c in cells}
+    assert kw["fgm"]["learning_rate"] == 1e-3 and kw["freelb"]["learning_rate"] == suite.training["learning_rate"]
+    assert kw["fgm"]["num_train_epochs"] == 5 and kw["freelb-e2"]["num_train_epochs"] == 2
+    cells, _ = build_grid(per_method, tmp_path, methods="fgm", registered=REGISTERED, training={"learning_rate": 2e-5})
+    assert cells[0].train_kwargs()["learning_rate"] == 2e-5
     with pytest.raises(UsageError):
         build_grid(suite, tmp_path, tasks="mnli", registered=REGISTERED)
     with pytest.raises(UsageError):

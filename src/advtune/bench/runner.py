@@ -203,6 +203,7 @@ def build_grid(
                             model=model or suite.model,
                             training={
                                 **suite.training,
+                                **suite.method_training.get(m, {}),
                                 **spec.args,
                                 **(variant.training if variant else {}),
                                 **(training or {}),
