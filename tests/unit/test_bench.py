@@ -185,6 +185,12 @@ def test_filters_variants_and_budget_precedence(tmp_path):
     assert kw["fgm"]["num_train_epochs"] == 5 and kw["freelb-e2"]["num_train_epochs"] == 2
     cells, _ = build_grid(per_method, tmp_path, methods="fgm", registered=REGISTERED, training={"learning_rate": 2e-5})
     assert cells[0].train_kwargs()["learning_rate"] == 2e-5
+    cells, _ = build_grid(suite, tmp_path, methods="freelb", seeds="1", registered=REGISTERED, variants="none")
+    assert [c.name for c in cells] == ["sst2-tiny/freelb/seed1"]
+    cells, _ = build_grid(suite, tmp_path, methods="freelb", seeds="1", registered=REGISTERED, variants="e2")
+    assert [c.method_label for c in cells] == ["freelb", "freelb-e2"]
+    with pytest.raises(UsageError, match="e2"):
+        build_grid(suite, tmp_path, registered=REGISTERED, variants="e9")
     with pytest.raises(UsageError):
         build_grid(suite, tmp_path, tasks="mnli", registered=REGISTERED)
     with pytest.raises(UsageError):

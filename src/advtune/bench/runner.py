@@ -154,8 +154,11 @@ def build_grid(
     training: dict[str, Any] | None = None,
     registered: Sequence[str] | None = None,
     attack: bool = True,
+    variants: str | Sequence[str] | None = None,
 ) -> tuple[list[Cell], list[str]]:
-    """The suite's cells under ``out`` (filtered by ``methods``/``seeds``/``tasks``) and notes for the user.
+    """The suite's cells under ``out`` (filtered by ``methods``/``seeds``/``tasks``/``variants``) and notes.
+
+    ``variants``: names of the suite's variants to include (``"none"``: only the plain methods).
 
     Methods that are not registered are left out with a note, so a suite can name methods that have
     not landed yet. ``tasks`` matches a task name (``sst2``) or a task label (``sst2-2k``).
@@ -185,10 +188,21 @@ def build_grid(
         raise UsageError(
             f"--tasks {','.join(task_filter)} matches no task of suite '{suite.name}' ({', '.join(known)})"
         )
+    variant_filter = _csv(variants)
+    known_variants = {v.name for vs in suite.variants.values() for v in vs}
+    unknown = set(variant_filter or ()) - known_variants - {"none"}
+    if unknown:
+        raise UsageError(
+            f"--variants {','.join(sorted(unknown))}: suite '{suite.name}' has "
+            + (f"the variants {', '.join(sorted(known_variants))}" if known_variants else "no variants")
+        )
     cells = []
     for spec in specs:
         for m in chosen:
-            for variant in (None, *suite.variants.get(m, ())):
+            wanted_variants = [
+                v for v in suite.variants.get(m, ()) if variant_filter is None or v.name in variant_filter
+            ]
+            for variant in (None, *wanted_variants):
                 overrides = {**suite.method_overrides.get(m, {}), **(variant.overrides if variant else {})}
                 for seed in seed_list:
                     label = f"{m}-{variant.name}" if variant else m

@@ -44,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seeds", help="comma-separated seeds (default: the suite's)")
     parser.add_argument("--tasks", help="comma-separated task names or labels of the suite (default: all)")
+    parser.add_argument(
+        "--variants",
+        help="comma-separated variant names to run besides the plain methods, e.g. lam0,lam0.5 "
+        "(default: all of the suite's; 'none' = no variants)",
+    )
     parser.add_argument("--out", help="results folder (default: results/<suite>)")
     parser.add_argument("--model", help="model alias, local folder or hub id (default: the suite's)")
     parser.add_argument(
@@ -80,6 +85,7 @@ def main(argv: list[str]) -> int:
         model=args.model,
         training=_parse_set(args.set),
         attack=not args.no_attack,
+        variants=args.variants,
     )
     for note in notes:
         print(f"note: {note}")
