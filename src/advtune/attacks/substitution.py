@@ -302,9 +302,10 @@ def recheck(
                 why.append("word_budget")
             if any(is_stop_word(ow[i]) for i in diff):
                 why.append("stop_word")
-            allowed = [{c.lower() for c in attack.table.candidates(ow[i], budget.max_candidates)} for i in diff]
-            if any(pw[i].lower() not in ok for i, ok in zip(diff, allowed)):
-                why.append("not_a_candidate")
+            if getattr(attack, "check_candidates", True):  # TextAttack recipes bring their own candidates
+                allowed = [{c.lower() for c in attack.table.candidates(ow[i], budget.max_candidates)} for i in diff]
+                if any(pw[i].lower() not in ok for i, ok in zip(diff, allowed)):
+                    why.append("not_a_candidate")
         sim = float(np.asarray(attack.similarity(res.original, [res.perturbed]))[0])
         if sim < budget.min_similarity:
             why.append("similarity")
@@ -412,9 +413,14 @@ def attack_run(
     from ..pipeline import load_run
     from ..tasks import get_task, resolve_data_dir
     from .synonyms import load_candidates
+    from .textattack_adapter import RECIPES, TextAttackRecipe, check_recipe, recipe_name
 
-    if attack not in ATTACKS:
-        raise UsageError(f"unknown attack '{attack}' (choose from: {', '.join(ATTACKS)})")
+    recipe = recipe_name(attack)
+    if attack not in ATTACKS and recipe is None:
+        choices = [*ATTACKS, *(f"textattack:{r}" for r in RECIPES)]
+        raise UsageError(f"unknown attack '{attack}' (choose from: {', '.join(choices)})")
+    if recipe is not None:
+        check_recipe(recipe)  # before any model is loaded: unknown recipe, TextAttack missing
     if n is not None and n <= 0:
         raise UsageError(f"invalid --n {n}: must be positive")
     plan = get_budget(budget)
@@ -436,7 +442,10 @@ def attack_run(
     tagger = nltk_pos_tagger() if pos else None
     victim = Victim(loaded.model, loaded.tokenizer, loaded.max_length, batch_size)
     encoder = SentenceEncoder(similarity_model, batch_size, device=next(loaded.model.parameters()).device)
-    fooler = TextFooler(victim, table, encoder, plan, tagger)
+    if recipe is None:
+        fooler = TextFooler(victim, table, encoder, plan, tagger)
+    else:
+        fooler = TextAttackRecipe(recipe, victim, table, encoder, plan)
     attack_b = target.pair and not attack_first
     metrics, rows = run_attack(fooler, ds, attack_b=attack_b, progress=progress)
     out_dir = Path(out) if out else Path(loaded.path) / "attack" / f"{target.name}.{split}"
@@ -451,7 +460,8 @@ def attack_run(
         "attacked_field": ("text_b" if attack_b else "text_a") if target.pair else "text_a",
         "candidates": table.name,
         "similarity_model": encoder.name,
-        "pos_check": tagger is not None and plan.pos_consistency,
+        "pos_check": tagger is not None and plan.pos_consistency and recipe is None,
+        "candidate_check": recipe is None,
     }
     runs.write_json_atomic(out_dir / "metrics.json", metrics)
     metrics["out_dir"] = str(out_dir)

@@ -20,7 +20,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--task", help="task (default: the run's own); same label names as the run's")
     parser.add_argument("--split", help="split (default: the task's first evaluation split)")
     parser.add_argument("--n", type=int, default=500, help="attack the first N labelled examples (default 500)")
-    parser.add_argument("--attack", default="textfooler", help=f"attack recipe ({', '.join(ATTACKS)})")
+    parser.add_argument(
+        "--attack",
+        default="textfooler",
+        help=f"attack: {', '.join(ATTACKS)}, or textattack:<recipe> (textfooler, pwws, bae, ...) when TextAttack "
+        "is installed; every attack is re-checked against --budget",
+    )
     parser.add_argument(
         "--budget",
         default="textdefender-v1",
