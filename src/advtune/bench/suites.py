@@ -240,9 +240,13 @@ _SST2_2K = TaskSpec(
     {"max_train_samples": 2000, "max_length": 64},
     "2,000 of 67,349 train examples (seeded), max length 64; attack on the first 200 dev examples",
 )
-PEAFT_LR = 1e-3
-"""PEAFT trains only the soft prompt and the head on a frozen encoder: it needs a larger step than
-full fine-tuning (prompt tuning commonly uses 1e-3 .. 3e-1; the paper gives none)."""
+PEAFT_TRAINING = {"learning_rate": 3e-3, "num_train_epochs": 5}
+"""PEAFT trains only the soft prompt and the head on a frozen encoder, which converges far more slowly
+than full fine-tuning (the paper gives no learning rate; prompt tuning commonly uses 1e-3 .. 3e-1).
+On MiniLM the classifier reads the first *virtual* token through a randomly initialised pooler, whose
+input varies little between sentences: at lr 1e-3 and 1e-2 one epoch of 2,000 SST-2 examples stayed
+at chance (50.5%), and lr 1e-2 made the loss spike. The CPU suites give PEAFT 5 epochs at 3e-3; the
+report's data table states the epochs of every run."""
 
 PEAFT_TABLE1 = Suite(
     name="peaft-table1",
@@ -251,7 +255,7 @@ PEAFT_TABLE1 = Suite(
     methods=("standard", "freelb", "rose", "peaft"),
     seeds=(1,),
     training={**_CPU_TRAINING, "per_device_train_batch_size": 16, "num_train_epochs": 2},
-    method_training={"peaft": {"learning_rate": PEAFT_LR}},
+    method_training={"peaft": PEAFT_TRAINING},
     attack={"n": 200},
 )
 
@@ -262,7 +266,7 @@ PEAFT_FIG2 = Suite(
     methods=("standard", "peaft", "freelb", "rose"),
     seeds=(1,),
     training={**_CPU_TRAINING, "num_train_epochs": 3},
-    method_training={"peaft": {"learning_rate": PEAFT_LR}},
+    method_training={"peaft": {"learning_rate": PEAFT_TRAINING["learning_rate"]}},
     variants={
         "peaft": (
             *(Variant(f"lam{lam:g}", {"adv_lambda": lam}) for lam in (0.0, 0.25, 0.5, 0.75)),  # 1.0 = the default
