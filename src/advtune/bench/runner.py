@@ -182,7 +182,13 @@ def build_grid(
     except ValueError:
         raise UsageError(f"--seeds must be comma-separated integers, got {seeds!r}") from None
     task_filter = _csv(tasks)
-    specs = [t for t in suite.tasks if not task_filter or t.task in task_filter or t.label in task_filter]
+    # an exact label wins over a task name: "banking77" is the full-data label, not also "banking77-half"
+    labels = {t.label for t in suite.tasks}
+    specs = [
+        t
+        for t in suite.tasks
+        if not task_filter or t.label in task_filter or (t.task in task_filter and t.task not in labels)
+    ]
     if task_filter and not specs:
         known = sorted({t.label for t in suite.tasks} | {t.task for t in suite.tasks})
         raise UsageError(

@@ -195,6 +195,7 @@ INTENT = Suite(
     methods=ALL,
     seeds=(1, 2, 3),
     training={**_CPU_TRAINING, "num_train_epochs": 5, "learning_rate": 4e-5, "eval_strategy": "epoch"},
+    variants={"cat": (Variant("at", {"adv_lambda": 0.0}),)},  # CAT Tables 4-5: "AT" (λ = 0) beside AT+CTR
 )
 
 _PAPER_TRAINING = {
