@@ -191,6 +191,10 @@ def test_filters_variants_and_budget_precedence(tmp_path):
     assert [c.method_label for c in cells] == ["freelb", "freelb-e2"]
     with pytest.raises(UsageError, match="e2"):
         build_grid(suite, tmp_path, registered=REGISTERED, variants="e9")
+    two = suite.replace(tasks=(TaskSpec("sst2", "sst2"), TaskSpec("sst2", "sst2-half")), variants={})
+    pick = lambda t: {c.task.label for c in build_grid(two, tmp_path, tasks=t, registered=REGISTERED)[0]}  # noqa: E731
+    assert pick("sst2") == {"sst2"} and pick("sst2-half") == {"sst2-half"}  # an exact label wins
+    assert {c.task.label for c in build_grid(SUITE, tmp_path, tasks="sst2", registered=REGISTERED)[0]} == {"sst2-tiny"}
     with pytest.raises(UsageError):
         build_grid(suite, tmp_path, tasks="mnli", registered=REGISTERED)
     with pytest.raises(UsageError):
