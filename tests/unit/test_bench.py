@@ -223,6 +223,19 @@ def test_bench_cli_dry_run(tmp_path, capsys):
     assert main(["bench", "--suite", "nope"]) == 2
 
 
+def test_bench_set_values_are_typed_and_checked(capsys):
+    """``--set learning_rate=1e-4`` is a float (YAML 1.1 would keep "1e-4" a string and every cell would
+    fail inside TrainingArguments); an unknown key is refused before any cell starts."""
+    from advtune.cli import main
+    from advtune.commands.bench import _parse_set
+
+    got = _parse_set(["learning_rate=1e-4", "num_train_epochs=3", "bf16=true", "report_to=none"])
+    assert got == {"learning_rate": 1e-4, "num_train_epochs": 3, "bf16": True, "report_to": "none"}
+    assert isinstance(got["learning_rate"], float) and isinstance(got["num_train_epochs"], int)
+    assert main(["bench", "--suite", "demo", "--dry-run", "--set", "learnin_rate=1e-4"]) == 2
+    assert "learnin_rate" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(not __import__("os").environ.get("ADVTUNE_DATA_DIR"), reason="ADVTUNE_DATA_DIR is not set")
 def test_grid_through_the_real_pipeline_then_report(tmp_path):
     """A 2-cell grid of tiny-model SST-2 runs through advtune.pipeline.train, rerun (nothing redone), reported."""

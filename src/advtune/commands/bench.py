@@ -25,8 +25,30 @@ def _parse_set(items: list[str]) -> dict[str, Any]:
         if "=" not in item:
             raise UsageError(f"--set expects KEY=VALUE, got '{item}'")
         key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
+        out[key.strip()] = _value(value.strip(), yaml)
     return out
+
+
+def _value(text: str, yaml: Any) -> Any:
+    """``3`` -> 3, ``1e-4`` -> 1e-4 (YAML 1.1 would keep that a string), ``true`` -> True, else YAML/str."""
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return yaml.safe_load(text)
+
+
+def _check_training_keys(training: dict[str, Any]) -> None:
+    """Refuse a --set key that no training or task argument has, before any cell starts."""
+    import dataclasses
+
+    from ..config import AdvTrainingArguments, TaskArguments
+
+    known = {f.name for cls in (AdvTrainingArguments, TaskArguments) for f in dataclasses.fields(cls)}
+    unknown = sorted(set(training) - known)
+    if unknown:
+        raise UsageError(f"--set {', '.join(unknown)}: not a training or task argument (see advtune train --help)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,6 +98,8 @@ def main(argv: list[str]) -> int:
         return _overhead(suite, out, args)
     from ..bench.runner import build_grid, run_grid, write_bench_record
 
+    training = _parse_set(args.set)
+    _check_training_keys(training)
     cells, notes = build_grid(
         suite,
         out,
@@ -83,7 +107,7 @@ def main(argv: list[str]) -> int:
         seeds=args.seeds,
         tasks=args.tasks,
         model=args.model,
-        training=_parse_set(args.set),
+        training=training,
         attack=not args.no_attack,
         variants=args.variants,
     )
