@@ -10,12 +10,12 @@ folder whose global step count is the examples divided by (per-device batch x 2 
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import os
-import shutil
+import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -47,13 +47,20 @@ def setup(tmp_path_factory):
 def _launcher(name: str) -> list[str]:
     if name == "torchrun":
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    if shutil.which("accelerate") is None and not (Path(sys.executable).parent / "accelerate").exists():
-        pytest.skip("accelerate's launcher is not installed")
+    if importlib.util.find_spec("accelerate") is None:
+        pytest.skip("accelerate is not installed")
     # --multi_gpu selects accelerate's torch.distributed launcher; --use_cpu on the Trainer makes it gloo
     return [
         *(sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"),
-        *("--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"),
+        *("--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"),
+        *("--main_process_port", str(_free_port())),  # a fixed or "0" port collided now and then between launches
     ]
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 METHODS = ["standard", "fgm", "pgd", "freeat", "freelb", "yopo", "vat", "smart", "tat", "cat", "peaft", "rose"]
