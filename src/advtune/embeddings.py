@@ -57,6 +57,39 @@ def embedding_dim(model: torch.nn.Module) -> int:
     return int(dim) if dim is not None else int(module.weight.shape[-1])
 
 
+SITES: tuple[str, ...] = ("word", "output")
+"""Where a perturbation δ is added: ``"word"``, the word-embedding lookup ``V[input_ids]`` (FreeLB, PGD,
+CAT, the papers' text); ``"output"``, the output of the whole embedding layer (word + position +
+segment embeddings after LayerNorm and dropout), where SMART's reference code (MT-DNN) adds its noise."""
+
+
+def embedding_output_module(model: torch.nn.Module) -> torch.nn.Module:
+    """The embedding layer (``base_model.embeddings``: words, positions, segments, LayerNorm, dropout)."""
+    inner = unwrap(model)
+    module = getattr(getattr(inner, "base_model", inner), "embeddings", None)
+    if not isinstance(module, torch.nn.Module):
+        from .errors import UsageError
+
+        raise UsageError(
+            f"{type(inner).__name__} has no base_model.embeddings layer, so its embedding output cannot be "
+            "perturbed; use adv_variant=paper (perturb the word embeddings)"
+        )
+    return module
+
+
+def embedding_output_dim(model: torch.nn.Module) -> int:
+    """Width of the embedding layer's output: ``config.embedding_size`` (ALBERT, ELECTRA) or ``hidden_size``."""
+    config = getattr(unwrap(model), "config", None)
+    size = getattr(config, "embedding_size", None) or getattr(config, "hidden_size", None)
+    return int(size) if size else embedding_dim(model)
+
+
+def _site_module(model: torch.nn.Module, site: str) -> torch.nn.Module:
+    if site not in SITES:
+        raise ValueError(f"unknown perturbation site {site!r} (choose from {', '.join(SITES)})")
+    return input_embedding_module(model) if site == "word" else embedding_output_module(model)
+
+
 def word_embeddings(model: torch.nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
     """The word-embedding lookup ``V[input_ids]`` (no positions/segments; includes an active δ hook)."""
     return input_embedding_module(model)(input_ids)
@@ -78,8 +111,9 @@ def _delta_hook(delta: torch.Tensor):
 
 
 @contextlib.contextmanager
-def perturb_embeddings(model: torch.nn.Module, delta: torch.Tensor | None) -> Iterator[None]:
-    """Inside the block, every forward of ``model`` sees word embeddings ``V[input_ids] + δ``.
+def perturb_embeddings(model: torch.nn.Module, delta: torch.Tensor | None, site: str = "word") -> Iterator[None]:
+    """Inside the block, every forward of ``model`` sees word embeddings ``V[input_ids] + δ``
+    (``site="output"``: the embedding layer's output + δ, see :data:`SITES`).
 
     ``delta`` (shape ``(B, L, H)``, fp32 is fine: it is cast to the embeddings' dtype) may require
     grad; ``delta.grad`` is then filled by ``backward``. ``None`` is a no-op (clean pass). The hook
@@ -88,17 +122,19 @@ def perturb_embeddings(model: torch.nn.Module, delta: torch.Tensor | None) -> It
     if delta is None:
         yield
         return
-    handle = input_embedding_module(model).register_forward_hook(_delta_hook(delta))
+    handle = _site_module(model, site).register_forward_hook(_delta_hook(delta))
     try:
         yield
     finally:
         handle.remove()
 
 
-def forward_with_delta(model: torch.nn.Module, inputs: Mapping[str, Any], delta: torch.Tensor | None) -> Any:
+def forward_with_delta(
+    model: torch.nn.Module, inputs: Mapping[str, Any], delta: torch.Tensor | None, site: str = "word"
+) -> Any:
     """``model(**inputs)`` (labels dropped: methods compute their own loss) with δ on the embeddings."""
     kwargs = {k: v for k, v in inputs.items() if k != "labels"}
-    with perturb_embeddings(model, delta):
+    with perturb_embeddings(model, delta, site):
         return model(**kwargs)
 
 

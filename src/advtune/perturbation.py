@@ -171,6 +171,30 @@ def ascent_step(
     return torch.where(_per_example(ok, g).bool(), new, delta.detach().float() * _mask(mask, g))
 
 
+@torch.no_grad()
+def unit_linf_step(
+    delta: torch.Tensor,
+    grad: torch.Tensor,
+    mask: torch.Tensor | None,
+    step_size: float,
+    descend: bool = False,
+    stabilizer: float = 1e-6,
+) -> torch.Tensor:
+    """SMART's reference-code step (MT-DNN ``SmartPerturbation``, L∞, token level):
+    ``v = δ ± η g``, then every token's ``v`` divided by its own ``max |v|`` (+ ``stabilizer``).
+
+    Each real token's δ ends with L∞ norm 1 (just under); nothing is projected to ε, the ε of that
+    code being this stabiliser. Detached fp32, zero at padding; examples with a non-finite gradient
+    keep their old δ (as :func:`ascent_step`).
+    """
+    g = grad.float()
+    ok = finite_examples(g)
+    g = torch.where(_per_example(ok, g).bool(), g, torch.zeros_like(g))
+    v = delta.detach().float() + (-step_size if descend else step_size) * g
+    v = v / (v.abs().amax(dim=-1, keepdim=True) + stabilizer) * _mask(mask, v)
+    return torch.where(_per_example(ok, g).bool(), v, delta.detach().float() * _mask(mask, g))
+
+
 __all__ = [
     "INITS",
     "NORMS",
@@ -183,4 +207,5 @@ __all__ = [
     "normalize",
     "num_entries",
     "project",
+    "unit_linf_step",
 ]

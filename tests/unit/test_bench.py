@@ -191,6 +191,10 @@ def test_filters_variants_and_budget_precedence(tmp_path):
     assert [c.method_label for c in cells] == ["freelb", "freelb-e2"]
     with pytest.raises(UsageError, match="e2"):
         build_grid(suite, tmp_path, registered=REGISTERED, variants="e9")
+    # METHOD-VARIANT picks the variant's cells alone; an unknown variant is a skipped method
+    cells, notes = build_grid(suite, tmp_path, methods="fgm,freelb-e2,freelb-e9", seeds="1", registered=REGISTERED)
+    assert [c.method_label for c in cells] == ["fgm", "freelb-e2"] and "freelb-e9" in notes[0]
+    assert cells[1].train_kwargs()["num_train_epochs"] == 2
     two = suite.replace(tasks=(TaskSpec("sst2", "sst2"), TaskSpec("sst2", "sst2-half")), variants={})
     pick = lambda t: {c.task.label for c in build_grid(two, tmp_path, tasks=t, registered=REGISTERED)[0]}  # noqa: E731
     assert pick("sst2") == {"sst2"} and pick("sst2-half") == {"sst2-half"}  # an exact label wins

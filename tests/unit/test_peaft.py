@@ -136,3 +136,45 @@ def test_without_attack_prompt(batch):
     out = method.step(model, dict(batch), lambda loss: loss.backward())
     assert method.attack_prompt is None and method.state_dict() == {}
     assert out.metrics["adv/loss"] >= out.metrics["adv/inner_loss_first"] - 1e-6
+
+
+def test_mean_pooling_reads_the_mean_of_the_text_states_and_survives_reloading(batch, tmp_path):
+    """``adv_pooling=mean``: the head sees the masked mean of the final states after the defense
+    prompt (padding excluded), not the first virtual token; a reloaded run pools the same way."""
+    k = 4
+    method, model = _setup(adv_num_virtual_tokens=k, adv_pooling="mean", adv_attack_tokens=0)
+    method.step(model, dict(batch), lambda loss: loss.backward())
+    model.eval()
+    inputs = {k_: v for k_, v in batch.items() if k_ != "labels"}
+    with torch.no_grad():
+        out = model(**inputs, output_hidden_states=True)
+        last = out.hidden_states[-1]  # (B, k + L, d)
+        mask = batch["attention_mask"].float()
+        mean = (last[:, k:] * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
+        base = model.get_base_model()
+        pooled = base.bert.pooler.modules_to_save["default"](mean.unsqueeze(1))
+        expected = base.classifier.modules_to_save["default"](pooled)
+        torch.testing.assert_close(out.logits, expected)
+        first = base.classifier.modules_to_save["default"](base.bert.pooler.modules_to_save["default"](last))
+        assert not torch.allclose(out.logits, first)
+    assert (batch["attention_mask"] == 0).any(), "the batch must hold padding for this test"
+    base_dir, run_dir = tmp_path / "base", tmp_path / "run"
+    tiny_model(num_labels=2, dropout=0.0, seed=0).save_pretrained(base_dir)
+    method.save_inference_model(model, tiny_tokenizer(), run_dir)
+    config = {
+        "model": {"model": str(base_dir)},
+        "label_names": ["n", "p"],
+        "method": {"config": method.config.to_dict()},
+    }
+    loaded, _ = PEAFT.load_inference_model(run_dir, config)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval()(**inputs).logits, out.logits)
+
+
+def test_mean_pooling_is_validated():
+    import pytest
+
+    from advtune.errors import UsageError
+
+    with pytest.raises(UsageError, match="adv_pooling"):
+        get_method("peaft", adv_pooling="max")

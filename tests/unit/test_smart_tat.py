@@ -46,11 +46,11 @@ def test_symmetric_kl_zero_for_equal_inputs_and_symmetric():
 
 
 # ------------------------------------------------------------------------------ gradients
-@pytest.mark.parametrize("name", ["vat", "smart"])
-def test_alpha_zero_gives_standard_gradients(name):
+@pytest.mark.parametrize("name,variant", [("vat", "paper"), ("smart", "paper"), ("tat", "mtdnn")])
+def test_alpha_zero_gives_standard_gradients(name, variant):
     """α = 0 (and μ = 0): the extra passes must not change the gradient, dropout included."""
     batch = _batch(8)
-    overrides = {"adv_alpha": 0.0} | ({"adv_bregman_mu": 0.0} if name == "smart" else {})
+    overrides = {"adv_alpha": 0.0, "adv_variant": variant} | ({"adv_bregman_mu": 0.0} if name == "smart" else {})
     grads = {}
     for method_name, kw in (("standard", {}), (name, overrides), (name, {})):
         model = tiny_model(num_labels=2, dropout=0.1, seed=0)
@@ -120,6 +120,61 @@ def test_targeted_inner_step_lowers_target_loss_and_raises_target_probability(no
     with torch.no_grad():
         away = forward_with_delta(model, batch, vat.perturbation(model, batch, objective, None)).logits
     assert task_loss(away, targets, False) > task_loss(clean, targets, False)
+
+
+def test_mtdnn_variant_puts_unit_linf_tokens_on_the_embedding_output_and_steers_toward_the_target():
+    """``adv_variant=mtdnn`` (SMART's reference code): δ on the embedding layer's output, every real
+    token rescaled to L∞ norm 1, padding untouched; TAT's step still lowers the loss toward y_t."""
+    from advtune.embeddings import embedding_output_dim, forward_with_delta, hooks_left
+
+    model = tiny_model(num_labels=3, dropout=0.0, seed=1)
+    model.eval()
+    full = _batch(8, num_labels=3)
+    batch = model_inputs(full)
+    mask = batch["attention_mask"]
+    mask[-2:, -2:] = 0  # two padded examples
+    with torch.no_grad():
+        clean = model(**batch).logits
+        shape = (*batch["input_ids"].shape, embedding_output_dim(model))
+        torch.testing.assert_close(forward_with_delta(model, batch, torch.zeros(shape), "output").logits, clean)
+    targets = clean.argmin(-1).long()
+    objective = lambda logits: task_loss(logits, targets, False)  # noqa: E731
+    tat = get_method("tat", adv_variant="mtdnn", adv_step_size=1.0)
+    delta = tat.perturbation(model, batch, objective, None)
+    assert delta.shape == shape and hooks_left(model) == 0
+    peak = delta.abs().amax(-1)
+    real = peak[mask.bool()]  # max|v| / (max|v| + 1e-6): just under 1 (v is ~1e-5 here)
+    assert real.max() <= 1.0 and real.min() > 0.8
+    assert peak[~mask.bool()].max() == 0
+    vat = get_method("vat", adv_variant="mtdnn", adv_step_size=1.0)
+    with torch.no_grad():
+        toward = task_loss(forward_with_delta(model, batch, delta, "output").logits, targets, False)
+        away = task_loss(
+            forward_with_delta(model, batch, vat.perturbation(model, batch, objective, None), "output").logits,
+            targets,
+            False,
+        )
+    assert toward < task_loss(clean, targets, False) < away
+    # the same δ on the word embeddings (the paper variant's site) is a different perturbation
+    with torch.no_grad():
+        assert not torch.allclose(
+            forward_with_delta(model, batch, delta, "word").logits,
+            forward_with_delta(model, batch, delta, "output").logits,
+        )
+
+
+def test_mtdnn_variant_smoothness_term_is_far_larger_than_the_papers_radius():
+    """The reason the variant exists: at ε = 1e-5 on the word embeddings the smoothness term is ~0."""
+    batch = _batch(8)
+    values = {}
+    for variant in ("paper", "mtdnn"):
+        model = tiny_model(num_labels=2, dropout=0.0, seed=0)
+        model.train()
+        torch.manual_seed(0)
+        out = get_method("vat", adv_variant=variant).compute_loss(model, dict(batch))
+        values[variant] = out.metrics["adv/smoothness"]
+        assert out.metrics["adv/delta_norm"] == pytest.approx(1.0 if variant == "mtdnn" else 1e-5, rel=0.1)
+    assert values["mtdnn"] > 1e3 * values["paper"]
 
 
 def test_tat_objective_targets_the_other_label_in_binary_tasks():

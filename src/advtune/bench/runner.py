@@ -159,6 +159,7 @@ def build_grid(
     """The suite's cells under ``out`` (filtered by ``methods``/``seeds``/``tasks``/``variants``) and notes.
 
     ``variants``: names of the suite's variants to include (``"none"``: only the plain methods).
+    A method given as ``METHOD-VARIANT`` (``vat-mtdnn``) selects that variant's cells alone.
 
     Methods that are not registered are left out with a note, so a suite can name methods that have
     not landed yet. ``tasks`` matches a task name (``sst2``) or a task label (``sst2-2k``).
@@ -169,10 +170,16 @@ def build_grid(
     wanted = _csv(methods) or list(suite.methods)
     if tuple(wanted) == ALL:
         wanted = list(registered)
-    chosen = []
+    chosen: list[str] = []
+    only: dict[str, list[str]] = {}  # "vat-mtdnn": the variant's cells alone, without the plain method
     for m in wanted:
+        base, _, variant_name = m.partition("-")
         if m in registered:
             chosen.append(m)
+        elif base in registered and variant_name in {v.name for v in suite.variants.get(base, ())}:
+            if base not in chosen:
+                chosen.append(base)
+            only.setdefault(base, []).append(variant_name)
         else:
             notes.append(f"method '{m}' is not registered; skipped (registered: {', '.join(registered)})")
     if not chosen:
@@ -206,9 +213,14 @@ def build_grid(
     for spec in specs:
         for m in chosen:
             wanted_variants = [
-                v for v in suite.variants.get(m, ()) if variant_filter is None or v.name in variant_filter
+                v
+                for v in suite.variants.get(m, ())
+                if (variant_filter is None or v.name in variant_filter) or v.name in only.get(m, ())
             ]
-            for variant in (None, *wanted_variants):
+            plain = (None,) if m in wanted else ()
+            if m in only and m not in wanted:
+                wanted_variants = [v for v in wanted_variants if v.name in only[m]]
+            for variant in (*plain, *wanted_variants):
                 overrides = {**suite.method_overrides.get(m, {}), **(variant.overrides if variant else {})}
                 for seed in seed_list:
                     label = f"{m}-{variant.name}" if variant else m

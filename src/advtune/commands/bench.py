@@ -62,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--suite", required=True, help=f"one of: {', '.join(SUITES)}")
     parser.add_argument(
-        "--methods", help="comma-separated methods (default: the suite's; unregistered ones are skipped)"
+        "--methods",
+        help="comma-separated methods (default: the suite's; unregistered ones are skipped); "
+        "METHOD-VARIANT (vat-mtdnn) runs only that variant of the method",
     )
     parser.add_argument("--seeds", help="comma-separated seeds (default: the suite's)")
     parser.add_argument("--tasks", help="comma-separated task names or labels of the suite (default: all)")

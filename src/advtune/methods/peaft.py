@@ -16,7 +16,13 @@ Choices where the paper is silent (documented in docs/methods/peaft.md):
   forwards only and is never part of the inference model;
 * the head is trained (a new task needs one): peft's ``classifier``/``score`` plus BERT-style
   ``pooler`` (RoBERTa's ``classifier`` already contains its dense layer);
-* no hyper-parameter table: defaults k=20, k_a=5, K=3, ε=0.01, ε_init=0.6, λ=1 are ours.
+* no hyper-parameter table: defaults k=20, k_a=5, K=3, ε=0.01, ε_init=0.6, λ=1 are ours;
+* ``adv_pooling``: the head reads the first position, which under prompt tuning is the first
+  *virtual* token (``"first"``, peft's behaviour and the default), or the mean of the final states of
+  every position after the defense prompt (``"mean"``: the text, plus the attack prompt in the
+  adversarial forwards). A departure for encoders trained for mean pooling, such as the packaged
+  MiniLM sentence encoder: with ``"first"`` its frozen states barely vary between sentences there and
+  PEAFT stayed at chance on SST-2 (docs/methods/peaft.md); the CPU suites use ``"mean"``.
 Cost per step: 1 clean + K inner + 1 adversarial forward, K inner (δ/prompt only) + 1 full backward.
 """
 
@@ -29,10 +35,47 @@ from typing import Any
 import torch
 
 from ..embeddings import embedding_dim, input_embedding_module, word_embeddings
+from ..errors import UsageError
 from ..perturbation import ascent_step, init_delta, masked_norm
 from .base import Method, MethodConfig, StepOutput, cfg_field, is_regression, model_inputs, task_loss
 
 ADAPTER_DIR = "peft_adapter"
+POOLINGS = ("first", "mean")
+_POOL_HANDLES = "_advtune_pool_hooks"
+
+
+def install_mean_pooling(model: torch.nn.Module, skip: int) -> None:
+    """Make the head of a prompt-tuned ``model`` read the mean final state of the real positions after
+    the first ``skip`` (the defense prompt) instead of position 0.
+
+    Two hooks: one on the wrapped transformer records the (prompt-extended) attention mask of each
+    forward; one on the head's sequence input (``pooler`` for BERT/DeBERTa, else ``classifier`` for
+    RoBERTa/ELECTRA) puts the masked mean at position 0, which that module then reads. Idempotent.
+    """
+    if getattr(model, _POOL_HANDLES, None):
+        return
+    base = model.get_base_model()
+    head = next((m for n, m in base.named_modules() if n.split(".")[-1] == "pooler"), None)
+    head = head if head is not None else getattr(base, "classifier", None)
+    if head is None:
+        raise UsageError(f"{type(base).__name__}: no pooler/classifier module to apply adv_pooling=mean to")
+    state: dict[str, torch.Tensor | None] = {"mask": None}
+
+    def record(module, args, kwargs):
+        state["mask"] = kwargs.get("attention_mask")
+
+    def pool(module, args):
+        hidden = args[0]
+        if not isinstance(hidden, torch.Tensor) or hidden.dim() != 3:
+            raise UsageError(f"adv_pooling=mean: {type(module).__name__} does not read a token sequence")
+        mask = state["mask"]
+        m = torch.ones(hidden.shape[:2], device=hidden.device) if mask is None else mask.to(hidden.device).float()
+        m = torch.cat([torch.zeros_like(m[:, :skip]), m[:, skip:]], dim=1).to(hidden.dtype)
+        mean = (hidden * m.unsqueeze(-1)).sum(1) / m.sum(1, keepdim=True).clamp_min(1)
+        return (torch.cat([mean.unsqueeze(1), hidden[:, 1:]], dim=1), *args[1:])
+
+    handles = [base.register_forward_pre_hook(record, with_kwargs=True), head.register_forward_pre_hook(pool)]
+    setattr(model, _POOL_HANDLES, handles)
 
 
 @dataclass
@@ -46,6 +89,11 @@ class PEAFTConfig(MethodConfig):
     adv_lambda: float = cfg_field(1.0, "λ of L_total = L_bgn + λ·L_adv (0 = plain prompt tuning).")
     adv_prompt_epsilon: float = cfg_field(0.05, "L∞ radius of the attack prompt around its initialisation.")
     adv_train_pooler: bool = cfg_field(True, "Also train the model's `pooler` (BERT-style heads) with the classifier.")
+    adv_pooling: str = cfg_field(
+        "first",
+        "What the head reads: first (the first position = first virtual token, peft's default) or mean "
+        "(mean final state of the positions after the defense prompt; for mean-pooling encoders like MiniLM).",
+    )
 
     def validate(self) -> None:
         self._check(self.adv_num_virtual_tokens > 0, "adv_num_virtual_tokens", "must be positive")
@@ -56,6 +104,7 @@ class PEAFTConfig(MethodConfig):
         self._check(self.adv_init_scale >= 0, "adv_init_scale", "must be >= 0")
         self._check(self.adv_lambda >= 0, "adv_lambda", "must be >= 0")
         self._check(self.adv_prompt_epsilon >= 0, "adv_prompt_epsilon", "must be >= 0")
+        self._check(self.adv_pooling in POOLINGS, "adv_pooling", f"choose from {', '.join(POOLINGS)}")
 
 
 class PEAFT(Method):
@@ -86,6 +135,8 @@ class PEAFT(Method):
             num_attention_heads=model.config.num_attention_heads,
         )
         model = get_peft_model(model, peft_cfg)
+        if c.adv_pooling == "mean":
+            install_mean_pooling(model, c.adv_num_virtual_tokens)
         if c.adv_attack_tokens and self.attack_prompt is None:
             vocab = input_embedding_module(model).weight
             rows = torch.randint(0, vocab.shape[0], (c.adv_attack_tokens,))
@@ -173,6 +224,9 @@ class PEAFT(Method):
             label_names=labels,
         )
         model = PeftModel.from_pretrained(base, str(Path(run_dir) / ADAPTER_DIR))
+        cfg = run_config.get("method", {}).get("config", {})
+        if cfg.get("adv_pooling") == "mean":
+            install_mean_pooling(model, int(cfg["adv_num_virtual_tokens"]))
         return model, AutoTokenizer.from_pretrained(str(run_dir))
 
     def state_dict(self) -> dict[str, Any]:

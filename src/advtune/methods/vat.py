@@ -13,8 +13,21 @@ L∞ steps from δ ~ N(0, σ²) on ℓs(f(x+δ), f(x).detach()), projected to ε
 Cost per step: K + 2 forward passes; K backward passes to δ only (``torch.autograd.grad``), then one
 backward through the clean and perturbed graphs (≈ 3× standard in passes for K = 1; TAT says "roughly 2×").
 
-Choices where the papers are silent, as in their reference code (MT-DNN ``SmartPerturbation``):
-δ is added to the word embeddings; every forward pass draws its own dropout masks (set
+Two variants of the inner maximisation (``adv_variant``):
+
+* ``paper`` (default): what the papers write. δ is added to the word embeddings, each step is
+  ``Π_ε(δ + η·sign(g))``, ε = 1e-5. At that radius on MiniLM's word embeddings (entries of size
+  ~0.05) δ barely changes the logits: measured, VAT and TAT then train almost identically.
+* ``mtdnn``: what the authors' reference code (MT-DNN ``SmartPerturbation``, which TAT is built on)
+  computes. δ is added to the output of the embedding layer (words + positions + segments after
+  LayerNorm and dropout); δ ~ N(0, σ²); each step ``v = δ + η g`` (``δ − η g`` for TAT) is divided
+  per token by ``max |v|`` (+1e-6), so every token's δ has L∞ norm 1 on a LayerNorm scale; the
+  "ε = 1e-6" of that code is this stabiliser, nothing is projected. ``adv_epsilon`` and ``adv_norm``
+  are not used. (MT-DNN feeds ``embed + noise`` back through ``inputs_embeds``, which in HF models
+  re-adds positions and LayerNorm; we add δ at the layer's output instead, so δ = 0 reproduces the
+  clean pass exactly.)
+
+Choices where the papers are silent, as in their reference code: every forward pass draws its own dropout masks (set
 ``adv_reuse_dropout`` to give the perturbed passes the clean pass's masks); the regulariser's
 gradient flows through both f(x) and f(x+δ). Deviation: the L∞ step is ``sign(g)`` (``perturbation.
 normalize``) rather than MT-DNN's ``g / max|g|``; both are steepest-ascent directions for L∞ and
@@ -30,11 +43,12 @@ from typing import Any
 
 import torch
 
-from ..embeddings import RNGState, forward_with_delta, maybe_replay, word_embeddings
-from ..perturbation import NORMS, ascent_step, init_delta, masked_norm, project
+from ..embeddings import RNGState, embedding_output_dim, forward_with_delta, maybe_replay, word_embeddings
+from ..perturbation import NORMS, ascent_step, init_delta, masked_norm, project, unit_linf_step
 from .base import Method, MethodConfig, StepOutput, cfg_field, is_regression, model_inputs, symmetric_kl, task_loss
 
 Objective = Callable[[torch.Tensor], torch.Tensor]
+VARIANTS = ("paper", "mtdnn")
 
 
 @dataclass
@@ -55,6 +69,11 @@ class VATConfig(MethodConfig):
     adv_norm: str = cfg_field("linf", "Norm of the perturbation ball and of the normalised steps: linf or l2.")
     adv_alpha: float = cfg_field(1.0, "alpha: weight of the adversarial smoothness term in the loss.")
     adv_reuse_dropout: bool = cfg_field(False, "Give the perturbed forward passes the clean pass's dropout masks.")
+    adv_variant: str = cfg_field(
+        "paper",
+        "paper: delta on the word embeddings, sign steps projected to epsilon (the papers' text); mtdnn: delta on "
+        "the embedding layer's output, each token's delta + eta*g rescaled to unit L-inf (the reference code).",
+    )
 
     def validate(self) -> None:
         self._check(self.adv_steps >= 1, "adv_steps", "must be >= 1")
@@ -63,6 +82,7 @@ class VATConfig(MethodConfig):
         self._check(self.adv_init_scale >= 0, "adv_init_scale", "must be >= 0")
         self._check(self.adv_norm in NORMS, "adv_norm", f"choose from {', '.join(NORMS)}")
         self._check(self.adv_alpha >= 0, "adv_alpha", "must be >= 0")
+        self._check(self.adv_variant in VARIANTS, "adv_variant", f"choose from {', '.join(VARIANTS)}")
 
 
 class VAT(Method):
@@ -86,22 +106,37 @@ class VAT(Method):
         """Additional terms of the outer loss (SMART's Bregman proximal term); none for VAT."""
         return None, {}
 
+    @property
+    def site(self) -> str:
+        """Where δ is added (:data:`advtune.embeddings.SITES`): the word embeddings, or the embedding
+        layer's output for the reference-code variant."""
+        return "output" if self.config.adv_variant == "mtdnn" else "word"
+
     def perturbation(self, model: torch.nn.Module, inputs: dict[str, Any], objective: Objective, rng) -> torch.Tensor:
-        """δ after K normalised, projected steps on ``objective`` (gradients to δ only, no parameter grads)."""
+        """δ after K normalised steps on ``objective`` (gradients to δ only, no parameter grads)."""
         cfg = self.config
         mask = inputs.get("attention_mask")
-        with torch.no_grad():
-            like = word_embeddings(model, inputs["input_ids"])
-        # N(0, σ²) start, projected so every δ the model sees lies in the ε-ball (σ = ε: a 3σ tail would not)
-        delta = project(
-            init_delta(like, mask, "normal", cfg.adv_init_scale, cfg.adv_norm), mask, cfg.adv_epsilon, cfg.adv_norm
-        )
+        mtdnn = cfg.adv_variant == "mtdnn"
+        if mtdnn:
+            ids = inputs["input_ids"]
+            like = torch.empty(*ids.shape, embedding_output_dim(model), device=ids.device)
+            delta = init_delta(like, mask, "normal", cfg.adv_init_scale)
+        else:
+            with torch.no_grad():
+                like = word_embeddings(model, inputs["input_ids"])
+            # N(0, σ²) start, projected so every δ the model sees lies in the ε-ball (σ = ε: a 3σ tail would not)
+            delta = project(
+                init_delta(like, mask, "normal", cfg.adv_init_scale, cfg.adv_norm), mask, cfg.adv_epsilon, cfg.adv_norm
+            )
         for _ in range(cfg.adv_steps):
             delta.requires_grad_()
             with torch.enable_grad(), self.no_sync(), maybe_replay(rng):  # also when called under no_grad
-                value = objective(forward_with_delta(model, inputs, delta).logits)
+                value = objective(forward_with_delta(model, inputs, delta, self.site).logits)
             (grad,) = torch.autograd.grad(value, delta)
-            delta = ascent_step(delta, grad, mask, cfg.adv_step_size, cfg.adv_epsilon, cfg.adv_norm, self.descend)
+            if mtdnn:
+                delta = unit_linf_step(delta, grad, mask, cfg.adv_step_size, self.descend)
+            else:
+                delta = ascent_step(delta, grad, mask, cfg.adv_step_size, cfg.adv_epsilon, cfg.adv_norm, self.descend)
         return delta
 
     def compute_loss(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> StepOutput:
@@ -115,7 +150,7 @@ class VAT(Method):
         objective, metrics = self.inner_objective(clean, inputs, regression)
         delta = self.perturbation(model, batch, objective, rng)
         with maybe_replay(rng):
-            adv = forward_with_delta(model, batch, delta).logits
+            adv = forward_with_delta(model, batch, delta, self.site).logits
         smooth = symmetric_kl(clean, adv, regression)
         loss = clean_loss + cfg.adv_alpha * smooth
         extra, extra_metrics = self.extra_loss(model, batch, clean, regression)
@@ -127,7 +162,9 @@ class VAT(Method):
             {
                 "adv/clean_loss": float(clean_loss.detach()),
                 "adv/smoothness": float(smooth.detach()),
-                "adv/delta_norm": float(masked_norm(delta, mask, cfg.adv_norm).mean()),
+                "adv/delta_norm": float(
+                    masked_norm(delta, mask, "linf" if self.site == "output" else cfg.adv_norm).mean()
+                ),
             }
         )
         return StepOutput(loss, metrics)
