@@ -16,7 +16,10 @@ Choices where the paper is silent (documented in docs/methods/peaft.md):
   forwards only and is never part of the inference model;
 * the head is trained (a new task needs one): peft's ``classifier``/``score`` plus BERT-style
   ``pooler`` (RoBERTa's ``classifier`` already contains its dense layer);
-* no hyper-parameter table: defaults k=20, k_a=5, K=3, ε=0.01, ε_init=0.6, λ=1 are ours;
+* no hyper-parameter table: defaults k=20, k_a=5, K=3, ε=1e-3, ε_init=0.6, λ=1 are ours. Measured on
+  MiniLM (SST-2, manual loop, 40 steps of 16): at ε = 0.01 the frozen encoder cannot be made robust,
+  and prompt + head collapse to a constant prediction (clean loss ln 2, logit spread 0.01-0.08); at
+  1e-3 it learns (clean loss 0.60, λ = 0 reaches 0.51);
 * ``adv_pooling``: the head reads the first position, which under prompt tuning is the first
   *virtual* token (``"first"``, peft's behaviour and the default), or the mean of the final states of
   every position after the defense prompt (``"mean"``: the text, plus the attack prompt in the
@@ -83,7 +86,7 @@ class PEAFTConfig(MethodConfig):
     adv_num_virtual_tokens: int = cfg_field(20, "k: defense soft-prompt tokens (trained, kept for inference).")
     adv_attack_tokens: int = cfg_field(5, "k_a: attack soft-prompt tokens (inner maximisation only; 0 = none).")
     adv_steps: int = cfg_field(3, "K: sign-gradient ascent steps of the inner maximisation.")
-    adv_epsilon: float = cfg_field(0.01, "ε: L∞ radius of δ (per embedding entry).")
+    adv_epsilon: float = cfg_field(1e-3, "ε: L∞ radius of δ (per embedding entry).")
     adv_step_size: float | None = cfg_field(None, "Ascent step; None = 2ε, i.e. the paper's δ_k = ε·sign(∇).")
     adv_init_scale: float = cfg_field(0.6, "ε_init of δ0 = U(-1,1)·M·ε_init/sqrt(q·d).")
     adv_lambda: float = cfg_field(1.0, "λ of L_total = L_bgn + λ·L_adv (0 = plain prompt tuning).")
