@@ -178,3 +178,44 @@ def test_mean_pooling_is_validated():
 
     with pytest.raises(UsageError, match="adv_pooling"):
         get_method("peaft", adv_pooling="max")
+
+
+def test_mean_pooling_leaves_the_attack_prompt_out_of_the_mean(batch):
+    """In the adversarial forwards the pooled positions are the text's: the attack prompt acts through
+    attention only (as on the first position), and the skip is restored afterwards."""
+    k, k_a = 4, 3
+    method, model = _setup(adv_num_virtual_tokens=k, adv_pooling="mean", adv_attack_tokens=k_a)
+    model.eval()
+    state = model._advtune_pool_state
+    delta = torch.zeros(*batch["input_ids"].shape, 32)
+    seen = {}
+    head = model.get_base_model().bert.pooler.modules_to_save["default"]
+
+    def spy(module, args):  # the first call only: the reference forward below runs the pooler again
+        seen.setdefault("pooled", args[0][:, 0].clone())
+
+    handle = head.register_forward_pre_hook(spy)
+    with torch.no_grad():
+        out = method._adv_forward(model, batch, delta, method.attack_prompt)
+        hidden = (
+            model.get_base_model()
+            .bert(
+                inputs_embeds=torch.cat(
+                    [
+                        model.prompt_encoder["default"].embedding.weight.unsqueeze(0).expand(len(delta), -1, -1),
+                        method.attack_prompt.unsqueeze(0).expand(len(delta), -1, -1),
+                        model.get_input_embeddings()(batch["input_ids"]),
+                    ],
+                    dim=1,
+                ),
+                attention_mask=torch.cat(
+                    [torch.ones(len(delta), k + k_a, dtype=torch.long), batch["attention_mask"]], 1
+                ),
+            )
+            .last_hidden_state
+        )
+    handle.remove()
+    mask = batch["attention_mask"].float().unsqueeze(-1)
+    expected = (hidden[:, k + k_a :] * mask).sum(1) / mask.sum(1)
+    torch.testing.assert_close(seen["pooled"], expected, rtol=1e-4, atol=1e-5)
+    assert state["skip"] == k and out.shape == (len(delta), 2)

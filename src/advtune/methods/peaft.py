@@ -21,16 +21,19 @@ Choices where the paper is silent (documented in docs/methods/peaft.md):
   and prompt + head collapse to a constant prediction (clean loss ln 2, logit spread 0.01-0.08); at
   1e-3 it learns (clean loss 0.60, λ = 0 reaches 0.51);
 * ``adv_pooling``: the head reads the first position, which under prompt tuning is the first
-  *virtual* token (``"first"``, peft's behaviour and the default), or the mean of the final states of
-  every position after the defense prompt (``"mean"``: the text, plus the attack prompt in the
-  adversarial forwards). A departure for encoders trained for mean pooling, such as the packaged
-  MiniLM sentence encoder: with ``"first"`` its frozen states barely vary between sentences there and
-  PEAFT stayed at chance on SST-2 (docs/methods/peaft.md); the CPU suites use ``"mean"``.
+  *virtual* token (``"first"``, peft's behaviour and the default), or the mean final state of the
+  text's positions (``"mean"``: after the defense prompt and, in the adversarial forwards, after the
+  attack prompt, which then acts through attention only, as it does on the first position). A
+  departure for encoders trained for mean pooling, such as the packaged MiniLM sentence encoder:
+  with ``"first"`` its frozen states barely vary between sentences there and PEAFT stayed at chance
+  on SST-2 (docs/methods/peaft.md); the CPU suites use ``"mean"``.
 Cost per step: 1 clean + K inner + 1 adversarial forward, K inner (δ/prompt only) + 1 full backward.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +48,7 @@ from .base import Method, MethodConfig, StepOutput, cfg_field, is_regression, mo
 ADAPTER_DIR = "peft_adapter"
 POOLINGS = ("first", "mean")
 _POOL_HANDLES = "_advtune_pool_hooks"
+_POOL_STATE = "_advtune_pool_state"
 
 
 def install_mean_pooling(model: torch.nn.Module, skip: int) -> None:
@@ -62,7 +66,7 @@ def install_mean_pooling(model: torch.nn.Module, skip: int) -> None:
     head = head if head is not None else getattr(base, "classifier", None)
     if head is None:
         raise UsageError(f"{type(base).__name__}: no pooler/classifier module to apply adv_pooling=mean to")
-    state: dict[str, torch.Tensor | None] = {"mask": None}
+    state: dict[str, Any] = {"mask": None, "skip": skip}
 
     def record(module, args, kwargs):
         state["mask"] = kwargs.get("attention_mask")
@@ -73,12 +77,30 @@ def install_mean_pooling(model: torch.nn.Module, skip: int) -> None:
             raise UsageError(f"adv_pooling=mean: {type(module).__name__} does not read a token sequence")
         mask = state["mask"]
         m = torch.ones(hidden.shape[:2], device=hidden.device) if mask is None else mask.to(hidden.device).float()
-        m = torch.cat([torch.zeros_like(m[:, :skip]), m[:, skip:]], dim=1).to(hidden.dtype)
+        k = state["skip"]
+        m = torch.cat([torch.zeros_like(m[:, :k]), m[:, k:]], dim=1).to(hidden.dtype)
         mean = (hidden * m.unsqueeze(-1)).sum(1) / m.sum(1, keepdim=True).clamp_min(1)
         return (torch.cat([mean.unsqueeze(1), hidden[:, 1:]], dim=1), *args[1:])
 
     handles = [base.register_forward_pre_hook(record, with_kwargs=True), head.register_forward_pre_hook(pool)]
     setattr(model, _POOL_HANDLES, handles)
+    setattr(model, _POOL_STATE, state)
+
+
+@contextlib.contextmanager
+def pool_skipping(model: torch.nn.Module, extra: int) -> Iterator[None]:
+    """Inside the block, mean pooling also skips the ``extra`` positions after the defense prompt (the
+    attack prompt of the adversarial forwards); a no-op without mean pooling."""
+    state = getattr(model, _POOL_STATE, None)
+    if state is None or not extra:
+        yield
+        return
+    base = state["skip"]
+    state["skip"] = base + extra
+    try:
+        yield
+    finally:
+        state["skip"] = base
 
 
 @dataclass
@@ -160,7 +182,8 @@ class PEAFT(Method):
                 if kwargs.get(key) is not None:
                     pad = kwargs[key].new_full((b, k_a), fill)
                     kwargs[key] = torch.cat([pad, kwargs[key]], dim=1)
-        return model(inputs_embeds=embeds, **kwargs).logits
+        with pool_skipping(model, 0 if prompt is None else prompt.shape[0]):
+            return model(inputs_embeds=embeds, **kwargs).logits
 
     def step(self, model, inputs, backward) -> StepOutput:
         c = self.config
