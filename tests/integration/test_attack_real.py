@@ -48,22 +48,28 @@ def test_attack_small_sst2_run_zero_violations(tmp_path):
             assert r["pred_perturbed"] != r["label"]
 
 
-def test_peaft_run_saves_reloads_and_evaluates(tmp_path):
-    from advtune.methods.peaft import trainable_parameters
-    from advtune.pipeline import evaluate, load_run, train
+def _train_peaft(tmp_path, **budget):
+    """A PEAFT run on SST-2 (one inner step, head on the mean of the text's states) at ``budget``."""
+    from advtune.pipeline import train
 
-    run = train(
+    overrides = {"adv_steps": 1, "adv_pooling": "mean"}
+    return train(
         "sst2",
         "peaft",
         tmp_path / "peaft",
-        max_train_samples=32,
-        max_steps=2,
-        max_eval_samples=32,
         per_device_train_batch_size=16,
-        learning_rate=1e-2,
-        method_overrides={"adv_steps": 1, "adv_pooling": "mean"},  # reloading must re-install the pooling hooks
+        method_overrides=overrides,
+        **budget,
         **SMALL,
     )
+
+
+def test_peaft_run_saves_reloads_and_evaluates(tmp_path):
+    from advtune.methods.peaft import trainable_parameters
+    from advtune.pipeline import evaluate, load_run
+
+    # reloading must re-install the mean-pooling hooks
+    run = _train_peaft(tmp_path, max_train_samples=32, max_steps=2, max_eval_samples=32, learning_rate=1e-2)
     assert (run / "peft_adapter" / "adapter_model.safetensors").is_file()
     assert not (run / "model.safetensors").exists()  # the frozen encoder is not copied into the run
     loaded = load_run(run)
@@ -76,20 +82,7 @@ def test_peaft_run_saves_reloads_and_evaluates(tmp_path):
 def test_peaft_mean_pooling_learns_sst2(tmp_path):
     """The frozen MiniLM + defense prompt + head, read through the mean of the text states, learns SST-2
     in 40 steps (the first-virtual-token head stayed at chance for 5 epochs: docs/methods/peaft.md)."""
-    from advtune.pipeline import train
-
-    run = train(
-        "sst2",
-        "peaft",
-        tmp_path / "peaft",
-        max_train_samples=640,
-        num_train_epochs=1,
-        max_eval_samples=200,
-        per_device_train_batch_size=16,
-        learning_rate=3e-3,
-        method_overrides={"adv_steps": 1, "adv_pooling": "mean"},
-        **SMALL,
-    )
+    run = _train_peaft(tmp_path, max_train_samples=640, num_train_epochs=1, max_eval_samples=200, learning_rate=3e-3)
     acc = json.loads((run / "metrics.json").read_text())["splits"]["validation"]["accuracy"]
     print(f"peaft (mean pooling), 640 examples / 40 steps: dev accuracy on 200 = {acc:.3f}")
     assert acc > 0.62, acc
