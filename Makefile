@@ -33,7 +33,7 @@ test: install
 	$(PY) -m pytest tests -q
 
 lint: install
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests
 
 clean:
 	rm -rf $(VENV) results runs .pytest_cache

@@ -7,7 +7,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from advtune.perturbation import ascent_step, init_delta, masked_norm, normalize, num_entries, project
+from advtune.perturbation import (
+    ascent_step,
+    gradient_share,
+    init_delta,
+    masked_norm,
+    normalize,
+    num_entries,
+    project,
+)
 
 NORMS = ["l2", "linf"]
 
@@ -155,3 +163,23 @@ def test_one_ascent_step_increases_the_loss(norm, model, batch):
     with torch.no_grad():
         loss1 = task_loss(forward_with_delta(model, batch, new).logits, batch["labels"], False)
     assert loss1 > loss0.detach() + 1e-6
+
+
+def test_gradient_share_is_the_steps_part_of_each_real_token():
+    g = torch.Generator().manual_seed(0)
+    delta = torch.randn(2, 4, 8, generator=g) * 1e-5
+    grad = torch.randn(2, 4, 8, generator=g)
+    mask = torch.ones(2, 4)
+    mask[1, 2:] = 0
+    assert gradient_share(delta, grad, mask, 1.0) == pytest.approx(1.0, abs=1e-3)  # the step dominates
+    assert gradient_share(delta, grad, mask, 1e-12) < 1e-4  # δ stays its start
+    # one token by hand: ‖η g‖∞ / ‖δ + η g‖∞, padding ignored (garbage there changes nothing)
+    eta = 1e-5
+    one = (eta * grad[0, 0]).abs().max() / (delta[0, 0] + eta * grad[0, 0]).abs().max()
+    single = torch.zeros(1, 4)
+    single[0, 0] = 1
+    assert gradient_share(delta[:1], grad[:1], single, eta) == pytest.approx(float(one), rel=1e-5)
+    grad[1, 2:] = 1e9
+    assert gradient_share(delta, grad, mask, eta) == pytest.approx(
+        gradient_share(delta, grad * mask[..., None], mask, eta)
+    )

@@ -163,6 +163,33 @@ def test_mtdnn_variant_puts_unit_linf_tokens_on_the_embedding_output_and_steers_
         )
 
 
+@pytest.mark.parametrize("eta,decides", [(1e4, True), (1e-12, False)])
+def test_logged_gradient_share_says_whether_vat_and_tat_perturb_differently(eta, decides):
+    """mtdnn variant: when ``adv/grad_share`` is ~0 the unit-L∞ δ is its random start, so VAT's ascent
+    and TAT's descent give the same δ; when it is ~1 they point in opposite directions."""
+    model = tiny_model(num_labels=3, dropout=0.0, seed=1)
+    model.eval()
+    batch = model_inputs(_batch(8, num_labels=3))
+    with torch.no_grad():
+        targets = model(**batch).logits.argmin(-1)
+    objective = lambda logits: task_loss(logits, targets, False)  # noqa: E731
+    deltas, shares = {}, {}
+    for name in ("vat", "tat"):
+        method = get_method(name, adv_variant="mtdnn", adv_step_size=eta)
+        torch.manual_seed(0)  # the same random start for both
+        deltas[name] = method.perturbation(model, batch, objective, None)
+        shares[name] = method.last_gradient_share
+    cos = torch.nn.functional.cosine_similarity(deltas["vat"], deltas["tat"], dim=-1)[batch["attention_mask"].bool()]
+    if decides:
+        assert min(shares.values()) > 0.9 and cos.max() < 0
+    else:
+        assert max(shares.values()) < 1e-3 and cos.min() > 0.999
+    full = _batch(8, num_labels=3)
+    out = get_method("vat", adv_variant="mtdnn", adv_step_size=eta).compute_loss(model, full)
+    assert 0.0 <= out.metrics["adv/grad_share"] <= 1.0
+    assert "adv/grad_share" not in get_method("vat").compute_loss(model, full).metrics
+
+
 def test_mtdnn_variant_smoothness_term_is_far_larger_than_the_papers_radius():
     """The reason the variant exists: at ε = 1e-5 on the word embeddings the smoothness term is ~0."""
     batch = _batch(8)

@@ -44,7 +44,7 @@ from typing import Any
 import torch
 
 from ..embeddings import RNGState, embedding_output_dim, forward_with_delta, maybe_replay, word_embeddings
-from ..perturbation import NORMS, ascent_step, init_delta, masked_norm, project, unit_linf_step
+from ..perturbation import NORMS, ascent_step, gradient_share, init_delta, masked_norm, project, unit_linf_step
 from .base import Method, MethodConfig, StepOutput, cfg_field, is_regression, model_inputs, symmetric_kl, task_loss
 
 Objective = Callable[[torch.Tensor], torch.Tensor]
@@ -92,6 +92,7 @@ class VAT(Method):
     config_class = VATConfig
     paper = {"title": "SMART: Robust and Efficient Fine-Tuning for Pre-trained NLP Models", "arxiv": "1911.03437"}
     descend = False  # the inner steps ascend their objective; TAT descends toward a target label
+    last_gradient_share = 0.0  # mtdnn variant: the gradient's share of the last unit-L∞ step (logged)
 
     def inner_objective(
         self, clean_logits: torch.Tensor, inputs: dict[str, Any], regression: bool
@@ -134,6 +135,7 @@ class VAT(Method):
                 value = objective(forward_with_delta(model, inputs, delta, self.site).logits)
             (grad,) = torch.autograd.grad(value, delta)
             if mtdnn:
+                self.last_gradient_share = gradient_share(delta, grad, mask, cfg.adv_step_size)
                 delta = unit_linf_step(delta, grad, mask, cfg.adv_step_size, self.descend)
             else:
                 delta = ascent_step(delta, grad, mask, cfg.adv_step_size, cfg.adv_epsilon, cfg.adv_norm, self.descend)
@@ -158,6 +160,8 @@ class VAT(Method):
             loss = loss + extra
         mask = batch.get("attention_mask")
         metrics.update(extra_metrics)
+        if self.site == "output" and cfg.adv_steps:
+            metrics["adv/grad_share"] = self.last_gradient_share  # ~0: δ is its random start (docs/methods/vat.md)
         metrics.update(
             {
                 "adv/clean_loss": float(clean_loss.detach()),
