@@ -488,13 +488,18 @@ def runs_table(records: Sequence[RunRecord]) -> str:
                     r.method_label,
                     r.seed,
                     r.metric_name(split),
-                    f"{(r.score(split) or math.nan) * 100:.2f}",
+                    _pct(r.score(split)),
                     f"{a * 100:.2f}" if a is not None else "–",
                     f"{r.train_stats.get('step_time_median_s') or math.nan:.3f}",
                     _rel(r.path),
                 ]
             )
     return _md_table(["task", "split", "method", "seed", "metric", "value ×100", "AUA ×100", "step s", "run"], rows)
+
+
+def _pct(value: float | None) -> str:
+    """×100 with two decimals; a real 0 (MCC of a constant predictor) stays 0.00, a missing value is "–"."""
+    return "–" if value is None else f"{value * 100:.2f}"
 
 
 def _rel(path: Path) -> str:

@@ -256,6 +256,16 @@ def _col(md: str, task_label: str) -> int:
     return next(i for i, c in enumerate(cols) if c.startswith(task_label)) - 1
 
 
+def test_a_zero_score_is_reported_as_zero_not_as_missing(tmp_path):
+    """A constant predictor has MCC 0 (CoLA at the majority class): 0.00 in every table, never nan."""
+    fabricate_run(tmp_path, "sst2-small", "standard", 1, 0.0)
+    fabricate_run(tmp_path, "sst2-small", "standard", 2, 0.5)
+    md = build_report(tmp_path, plots=False).read_text()
+    values = sorted(row[5] for row in _table(md, "## All runs"))
+    assert values == ["0.00", "50.00"]
+    assert "nan" not in md.split("## All runs", 1)[1]
+
+
 def test_report_figures_are_real_images(results, tmp_path):
     out = tmp_path / "elsewhere" / "REPORT.md"
     build_report(results, out)
