@@ -489,7 +489,7 @@ def runs_table(records: Sequence[RunRecord]) -> str:
                     r.seed,
                     r.metric_name(split),
                     _pct(r.score(split)),
-                    f"{a * 100:.2f}" if a is not None else "–",
+                    _pct(a),
                     f"{r.train_stats.get('step_time_median_s') or math.nan:.3f}",
                     _rel(r.path),
                 ]
