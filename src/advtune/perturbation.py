@@ -195,11 +195,13 @@ def unit_linf_step(
     return torch.where(_per_example(ok, g).bool(), v, delta.detach().float() * _mask(mask, g))
 
 
-def gradient_share(delta: torch.Tensor, grad: torch.Tensor, mask: torch.Tensor | None, step_size: float) -> float:
+def gradient_share(
+    delta: torch.Tensor, grad: torch.Tensor, mask: torch.Tensor | None, step_size: float, descend: bool = False
+) -> float:
     """How much of a :func:`unit_linf_step` the gradient decides: the mean over real tokens of
-    ``‖η g‖∞ / ‖δ ± η g‖∞``. Near 0, the normalised δ is just its previous value (the random start
-    for K = 1), whatever the sign of the step; near 1, δ points where the gradient says."""
-    g = step_size * grad.detach().float()
+    ``‖η g‖∞ / ‖δ ± η g‖∞`` (− when ``descend``). Near 0, the normalised δ is just its previous value
+    (the random start for K = 1), whatever the sign of the step; near 1, δ points where the gradient says."""
+    g = (-step_size if descend else step_size) * grad.detach().float()
     v = delta.detach().float()
     share = g.abs().amax(dim=-1) / (v + g).abs().amax(dim=-1).clamp_min(1e-30)
     m = _mask(mask, g).squeeze(-1)

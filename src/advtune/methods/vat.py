@@ -135,7 +135,7 @@ class VAT(Method):
                 value = objective(forward_with_delta(model, inputs, delta, self.site).logits)
             (grad,) = torch.autograd.grad(value, delta)
             if mtdnn:
-                self.last_gradient_share = gradient_share(delta, grad, mask, cfg.adv_step_size)
+                self.last_gradient_share = gradient_share(delta, grad, mask, cfg.adv_step_size, self.descend)
                 delta = unit_linf_step(delta, grad, mask, cfg.adv_step_size, self.descend)
             else:
                 delta = ascent_step(delta, grad, mask, cfg.adv_step_size, cfg.adv_epsilon, cfg.adv_norm, self.descend)
