@@ -8,6 +8,7 @@ linear schedule, 10% warmup, max length 128, dynamic padding).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,9 @@ from .modeling import DEFAULT_MODEL
 
 def _f(default: Any, help: str) -> Any:  # noqa: A002
     return field(default=default, metadata={"help": help})
+
+
+TASK_TYPES = ("auto", "classification", "regression")
 
 
 @dataclass
@@ -38,13 +42,25 @@ class TaskArguments:
     train_fraction_per_label: float | None = _f(None, "Train on this fraction of each label (seeded), e.g. 0.5.")
     max_length: int = _f(128, "Maximum sequence length in tokens (longer inputs are truncated).")
     eval_splits: str | None = _f(None, "Comma-separated evaluation splits (default: the task's own).")
+    task_type: str = _f(
+        "auto",
+        "--train-file labels: auto (whole numbers or names = classes, fractional numbers = regression), "
+        "classification or regression.",
+    )
 
     def __post_init__(self) -> None:
+        if self.task_type not in TASK_TYPES:
+            raise UsageError(f"invalid --task-type '{self.task_type}' (choose from: {', '.join(TASK_TYPES)})")
+        if self.eval_file and not self.train_file:
+            raise UsageError("--eval-file needs --train-file")
         if self.max_length <= 0:
             raise UsageError(f"invalid max_length={self.max_length}: must be positive")
+        if self.max_eval_samples is not None and self.max_eval_samples <= 0:
+            raise UsageError(f"invalid max_eval_samples={self.max_eval_samples}: must be positive")
         if self.max_train_samples is not None and self.max_train_samples <= 0:
             raise UsageError(f"invalid max_train_samples={self.max_train_samples}: must be positive")
-        if self.train_fraction_per_label is not None and not 0 < self.train_fraction_per_label <= 1:
+        fraction = self.train_fraction_per_label
+        if fraction is not None and not (math.isfinite(fraction) and 0 < fraction <= 1):
             raise UsageError(f"invalid train_fraction_per_label={self.train_fraction_per_label}: must be in (0, 1]")
         if self.train_file and self.task != "multiple_choice":  # multiple-choice files: tasks/multiple_choice.py
             self.task = "file"
@@ -90,8 +106,16 @@ class AdvTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self) -> None:
+        if not self.output_dir:  # TrainingArguments would silently fall back to ./trainer_output
+            raise UsageError("--output-dir is required (the run folder to write)")
+        for name in ("learning_rate", "num_train_epochs", "warmup_steps", "weight_decay", "max_grad_norm"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise UsageError(f"invalid {name}={value}: must be a finite number")
         if self.learning_rate <= 0:
             raise UsageError(f"invalid learning_rate={self.learning_rate}: must be positive")
+        if self.per_device_eval_batch_size <= 0:
+            raise UsageError(f"invalid per_device_eval_batch_size={self.per_device_eval_batch_size}")
         if self.num_train_epochs <= 0 and (self.max_steps is None or self.max_steps <= 0):
             raise UsageError(f"invalid num_train_epochs={self.num_train_epochs}: must be positive")
         if self.per_device_train_batch_size <= 0:

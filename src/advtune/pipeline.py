@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import platform
-import shutil
 import statistics
 import time
 from dataclasses import dataclass
@@ -20,13 +19,14 @@ from typing import Any
 import numpy as np
 import torch
 from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
 
-from . import runs
+from . import checkpoints, faults, runs
 from .config import AdvTrainingArguments, ModelArguments, RunArguments, TaskArguments, dataclass_values
 from .data import collator, encode
 from .errors import UsageError
 from .methods import Method, get_method_class
-from .modeling import load_model, load_tokenizer
+from .modeling import load_model, load_tokenizer, resolve_model_path
 from .tasks import multiple_choice as mc
 
 
@@ -142,6 +142,40 @@ class _StepTimer(TrainerCallback):
         self.times.append(time.perf_counter() - self._t)
 
 
+class _RunClock(TrainerCallback, ExportableState):
+    """Whole-run bookkeeping that survives ``--resume``.
+
+    A log line is forced at every checkpoint, so the checkpoint's ``log_history`` accounts for the loss
+    of every step up to it (the whole-run ``train_loss`` of a resumed run is rebuilt from it), and the
+    training time so far is stored in the checkpoint's ``trainer_state.json``. Also the ``step`` fault
+    point of :mod:`advtune.faults`.
+    """
+
+    def __init__(self, runtime_s: float = 0.0, keep: int | None = None) -> None:
+        self.runtime_s = runtime_s  # training seconds of the earlier parts of the run
+        self.keep = keep  # --save-total-limit, applied here once the new checkpoint is complete
+        self._start = time.perf_counter()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        faults.point("step", state.global_step)
+        if control.should_save:
+            control.should_log = True
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if control.should_save:
+            control.should_log = True
+
+    def on_save(self, args, state, control, **kwargs):
+        if args.should_save:
+            checkpoints.rotate(args.output_dir, self.keep, protect=state.best_model_checkpoint)
+
+    def state(self) -> dict:
+        return {"args": {}, "attributes": {"runtime_s": self.runtime_s + time.perf_counter() - self._start}}
+
+
 def versions() -> dict[str, str]:
     out = {"python": platform.python_version(), "platform": platform.platform()}
     for pkg in ("advtune", "torch", "transformers", "datasets", "accelerate", "peft"):
@@ -152,23 +186,82 @@ def versions() -> dict[str, str]:
     return out
 
 
-def _prepare_output(out: Path, run_args: RunArguments, main: bool = True) -> None:
-    """Refuse a used run folder unless --resume / --overwrite; ``main``: the process that may delete it."""
-    if out.exists() and any(out.iterdir()):
-        if run_args.overwrite:
-            if main:
-                shutil.rmtree(out)
-        elif runs.is_finished(out):
-            raise UsageError(f"run folder {out} holds a finished run; pass --overwrite to replace it")
-        elif not run_args.resume:
-            raise UsageError(f"run folder {out} holds an unfinished run; pass --resume to continue it or --overwrite")
-
-
 def _barrier(training_args: AdvTrainingArguments) -> None:
     import torch.distributed as dist
 
     if training_args.world_size > 1 and dist.is_available() and dist.is_initialized():
         dist.barrier()
+
+
+@dataclass
+class _Prepared:
+    """Everything a run needs, loaded and checked before the run folder is touched."""
+
+    task: Any
+    train_ds: Any
+    evals: dict
+    tokenizer: Any
+    model: Any
+    method: Method
+
+
+def _prepare(task_args, model_args, run_args, training_args, method: Method | None) -> _Prepared:
+    """Validate and load in order of cost: method, model path, data and labels, tokenizer, model, optimizer."""
+    method = method or get_method_class(run_args.method)()
+    resolve_model_path(model_args.model)
+    task, train_ds, evals = load_task(task_args)
+    train_ds = _subsample_train(train_ds, task_args, training_args.seed)
+    _check_training_labels(task, train_ds, task_args)
+    _check_optimizer(training_args, None)
+    tokenizer = load_tokenizer(model_args.model)
+    from transformers import set_seed
+
+    set_seed(training_args.seed)
+    if mc.is_multiple_choice(task):
+        model = mc.load_model(model_args.model)
+    else:
+        labels = list(task.label_names) if task.label_names else None
+        model = load_model(
+            model_args.model, num_labels=task.num_labels, regression=task.is_regression, label_names=labels
+        )
+    _check_optimizer(training_args, model)
+    return _Prepared(task, train_ds, evals, tokenizer, model, method)
+
+
+def _check_training_labels(task, train_ds, task_args: TaskArguments) -> None:
+    """A classifier needs at least two classes in its training data."""
+    if task.is_regression or mc.is_multiple_choice(task) or len(train_ds) == 0:
+        return
+    present = set(train_ds["label"])
+    if len(present) < 2:
+        where = task_args.train_file or f"task '{task.name}' ({len(train_ds)} training examples)"
+        name = task.label_names[next(iter(present))] if present and task.label_names else "?"
+        raise UsageError(
+            f"{where}: every training example has the label '{name}'; a classifier needs at least two classes"
+        )
+
+
+def _check_optimizer(training_args: AdvTrainingArguments, model) -> None:
+    """An optimizer that cannot be built (``--optim adamw_bnb_8bit`` without bitsandbytes) fails now, not mid-run.
+
+    Called once before the model is loaded (``model=None``: most optimizers need no model to be
+    resolved; those that do are checked again with the model).
+    """
+    from transformers import Trainer
+
+    try:
+        Trainer.get_optimizer_cls_and_kwargs(training_args, model)
+    except (ImportError, ValueError, NotImplementedError) as exc:
+        optim = getattr(training_args.optim, "value", training_args.optim)
+        raise UsageError(f"--optim {optim}: {_first_line(exc)}") from None
+    except (TypeError, AttributeError):
+        if model is not None:
+            raise
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def run_training(
@@ -178,96 +271,101 @@ def run_training(
     training_args: AdvTrainingArguments,
     method: Method | None = None,
 ) -> Path:
-    """Train, save and evaluate one run; returns the run folder."""
-    if not training_args.output_dir:
-        raise UsageError("--output-dir is required")
-    out = Path(training_args.output_dir)
-    method = method or get_method_class(run_args.method)()
-    # ---- validate and load everything before the first byte is written
-    task, train_ds, evals = load_task(task_args)
-    train_ds = _subsample_train(train_ds, task_args, training_args.seed)
-    label_names = list(task.label_names) if task.label_names else None
-    tokenizer = load_tokenizer(model_args.model)
-    from transformers import set_seed
+    """Train, save and evaluate one run; returns the run folder.
 
-    set_seed(training_args.seed)
-    is_mc = mc.is_multiple_choice(task)
-    if is_mc:
-        model = mc.load_model(model_args.model)
-    else:
-        model = load_model(
-            model_args.model, num_labels=task.num_labels, regression=task.is_regression, label_names=label_names
-        )
-    _encode, _collator, _predict = (mc.encode, mc.collator, mc.predict) if is_mc else (encode, collator, predict)
+    Everything is validated and loaded before the run folder is touched; ``--overwrite`` moves the old
+    run aside and deletes it only when the new one has written ``metrics.json`` (see :func:`runs.replacing`).
+    """
+    if not training_args.output_dir:
+        raise UsageError("--output-dir is required (the run folder to write)")
+    out = Path(training_args.output_dir)
     # under torchrun / accelerate launch every process checks the folder before any of them writes;
     # the main process alone writes the run folder (the Trainer saves checkpoints the same way)
     main = training_args.process_index == 0
-    _prepare_output(out, run_args, main)
+    if main:
+        runs.recover(out)
+    mode = runs.check_output(out, overwrite=run_args.overwrite, resume=run_args.resume)
+    prepared = _prepare(task_args, model_args, run_args, training_args, method)
     _barrier(training_args)
-    resume = run_args.resume and _last_checkpoint(out) is not None
+    with runs.replacing(out, replace=mode == "replace" and main):
+        _barrier(training_args)
+        checkpoint = checkpoints.latest_complete(out, main=main) if mode == "resume" else None
+        _train_and_save(out, prepared, task_args, model_args, training_args, checkpoint, main)
+    return out
 
-    out.mkdir(parents=True, exist_ok=True)
-    config = {
+
+def _run_config(prepared: _Prepared, task_args, model_args, training_args) -> dict[str, Any]:
+    task = prepared.task
+    is_mc = mc.is_multiple_choice(task)
+    return {
         "task": {**dataclass_values(task_args), "name": task.name, "metric": task.metric, "pair": task.pair}
         | ({"kind": mc.KIND, "num_choices": task.num_choices} if is_mc else {}),
         "model": dataclass_values(model_args),
-        "method": {"name": method.name, "config": method.config.to_dict()},
+        "method": {"name": prepared.method.name, "config": prepared.method.config.to_dict()},
         "training": dataclass_values(training_args),
-        "label_names": label_names,
-        "num_train_examples": len(train_ds),
+        "label_names": list(task.label_names) if task.label_names else None,
+        "num_train_examples": len(prepared.train_ds),
         "versions": versions(),
     }
-    if main:
-        runs.write_json_atomic(out / runs.RUN_CONFIG, config)
 
+
+def _train_and_save(out: Path, p: _Prepared, task_args, model_args, training_args, checkpoint, main: bool) -> None:
+    """Train (from ``checkpoint`` when resuming), then save weights, statistics, evaluations and metrics.json."""
     from .trainer import AdversarialTrainer
 
-    model = method.setup(model)
+    is_mc = mc.is_multiple_choice(p.task)
+    _encode, _collator, _predict = (mc.encode, mc.collator, mc.predict) if is_mc else (encode, collator, predict)
+    out.mkdir(parents=True, exist_ok=True)
+    if main:
+        runs.write_json_atomic(out / runs.RUN_CONFIG, _run_config(p, task_args, model_args, training_args))
+    model = p.method.setup(p.model)
     timer = _StepTimer()
-    eval_ds = next(iter(evals.values()), None)
+    earlier = checkpoints.Earlier.read(checkpoint)
+    clock = _RunClock(earlier.runtime_s, keep=training_args.save_total_limit)
+    eval_ds = next(iter(p.evals.values()), None)
     trainer = AdversarialTrainer(
         model=model,
         args=training_args,
-        method=method,
-        train_dataset=_encode(train_ds, tokenizer, task_args.max_length),
-        eval_dataset=_encode(eval_ds, tokenizer, task_args.max_length) if eval_ds is not None else None,
-        data_collator=_collator(tokenizer),
-        processing_class=tokenizer,
-        compute_metrics=_trainer_metrics(task) if eval_ds is not None else None,
-        callbacks=[timer],
+        method=p.method,
+        train_dataset=_encode(p.train_ds, p.tokenizer, task_args.max_length),
+        eval_dataset=_encode(eval_ds, p.tokenizer, task_args.max_length) if eval_ds is not None else None,
+        data_collator=_collator(p.tokenizer),
+        processing_class=p.tokenizer,
+        compute_metrics=_trainer_metrics(p.task) if eval_ds is not None else None,
+        callbacks=[timer, clock],
     )
-    result = trainer.train(resume_from_checkpoint=str(_last_checkpoint(out)) if resume else None)
+    trainer.args.save_total_limit = None  # the Trainer would delete the old checkpoint before the new one is whole
+    faults.install_checkpoint_hook(trainer)
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     if not main:
-        return out
-
-    inference = method.inference_model(trainer.model)
-    method.save_inference_model(inference, tokenizer, out)
-    state = method.state_dict()
+        return
+    inference = p.method.inference_model(trainer.model)
+    p.method.save_inference_model(inference, p.tokenizer, out)
+    state = p.method.state_dict()
     if state:
         torch.save(state, out / "method_state.pt")
     runs.write_json_atomic(out / "log_history.json", trainer.state.log_history)
+    stats = checkpoints.whole_run_stats(result.metrics, trainer.state.global_step, earlier)
     runs.write_json_atomic(
         out / "train_stats.json",
         {
-            **{k: v for k, v in result.metrics.items()},
+            **stats,
             "global_step": trainer.state.global_step,
             "world_size": training_args.world_size,
             "step_time_median_s": statistics.median(timer.times) if timer.times else None,
-            "num_train_examples": len(train_ds),
+            "num_train_examples": len(p.train_ds),
         },
     )
     summary: dict[str, dict[str, float]] = {}
     inference.eval()
-    for split, ds in evals.items():
-        logits = _predict(inference, tokenizer, ds, task_args.max_length, training_args.per_device_eval_batch_size)
-        metrics, rows = score(task, logits, ds)
+    for split, ds in p.evals.items():
+        logits = _predict(inference, p.tokenizer, ds, task_args.max_length, training_args.per_device_eval_batch_size)
+        metrics, rows = score(p.task, logits, ds)
         metrics = _with_languages(metrics, rows, ds)
-        _write_eval(out, task.name, split, metrics, rows)
+        _write_eval(out, p.task.name, split, metrics, rows)
         summary[split] = metrics
-    for ckpt in out.glob("checkpoint-*"):
-        shutil.rmtree(ckpt, ignore_errors=True)  # the final weights are saved; checkpoints only serve --resume
-    runs.write_json_atomic(out / runs.METRICS, {"task": task.name, "method": method.name, "splits": summary})
-    return out
+    runs.write_json_atomic(out / runs.METRICS, {"task": p.task.name, "method": p.method.name, "splits": summary})
+    checkpoints.remove_all(out)  # the final weights are saved; checkpoints only served --resume
 
 
 def _trainer_metrics(task):
@@ -281,13 +379,6 @@ def _trainer_metrics(task):
         return compute_metrics(task.metric, preds, labels)
 
     return fn
-
-
-def _last_checkpoint(out: Path) -> Path | None:
-    ckpts = sorted(
-        out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1
-    )
-    return ckpts[-1] if ckpts else None
 
 
 def train(

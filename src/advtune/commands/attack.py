@@ -8,14 +8,15 @@ For sentence pairs the second text (hypothesis / question / sentence2) is attack
 
 from __future__ import annotations
 
-import argparse
 import sys
+
+from . import ArgumentParser
 
 
 def main(argv: list[str]) -> int:
     from ..attacks.substitution import ATTACKS, BUDGETS, attack_run
 
-    parser = argparse.ArgumentParser(prog="advtune attack", description=__doc__.split("\n\n")[1])
+    parser = ArgumentParser(prog="advtune attack", description=__doc__.split("\n\n")[1])
     parser.add_argument("--run", required=True, help="run folder written by advtune train")
     parser.add_argument("--task", help="task (default: the run's own); same label names as the run's")
     parser.add_argument("--split", help="split (default: the task's first evaluation split)")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from . import ArgumentParser
 
 
 def _parse_set(items: list[str]) -> dict[str, Any]:
@@ -51,11 +52,11 @@ def _check_training_keys(training: dict[str, Any]) -> None:
         raise UsageError(f"--set {', '.join(unknown)}: not a training or task argument (see advtune train --help)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> ArgumentParser:
     from ..bench.suites import SUITES
 
     lines = "\n".join(f"  {n:<11} {s.description}" for n, s in SUITES.items())
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="advtune bench",
         description=f"Run a benchmark suite.\n\nsuites:\n{lines}",
         formatter_class=argparse.RawDescriptionHelpFormatter,

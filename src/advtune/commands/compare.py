@@ -6,15 +6,15 @@ Fisher's approximate randomization test for F1 / MCC / correlations (``advtune.e
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
 from ..errors import UsageError
+from . import ArgumentParser
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="advtune compare", description="Paired significance tests between two evaluated runs (B - A)."
     )
     parser.add_argument("run_a", help="run folder A (the baseline)")

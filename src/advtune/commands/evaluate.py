@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
+
+from . import ArgumentParser
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="advtune eval", description="Evaluate a finished run.")
+    parser = ArgumentParser(prog="advtune eval", description="Evaluate a finished run.")
     parser.add_argument("--run", required=True, help="run folder written by advtune train")
     parser.add_argument(
         "--task", help="task to evaluate on (default: the run's own; another task = zero-shot transfer)"

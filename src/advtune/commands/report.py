@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
+from . import ArgumentParser
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="advtune report", description="Markdown tables and PNG plots from a folder of finished runs."
     )
     parser.add_argument("results", help="folder holding run folders (any depth), e.g. results/demo")

@@ -7,12 +7,13 @@ the default here is 100 (a CPU budget) and the table states the number used.
 
 from __future__ import annotations
 
-import argparse
 import sys
+
+from . import ArgumentParser
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="advtune robustness", description=__doc__.splitlines()[2].strip())
+    parser = ArgumentParser(prog="advtune robustness", description=__doc__.splitlines()[2].strip())
     parser.add_argument("--run", required=True, help="run folder")
     parser.add_argument("--runs", help="comma-separated further runs to compare on the same examples")
     parser.add_argument("--task", help="task (default: the run's own)")

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
+from . import ArgumentParser
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="advtune surface",
         description="Training loss on a 2-D grid of filter-normalised random directions around a run's weights.",
     )

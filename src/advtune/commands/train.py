@@ -6,7 +6,6 @@ config class (``--method freelb`` → ``FreeLBConfig``) contributes its ``adv_*`
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from transformers import HfArgumentParser
@@ -14,10 +13,15 @@ from transformers import HfArgumentParser
 from ..config import AdvTrainingArguments, ModelArguments, RunArguments, TaskArguments, read_yaml, yaml_to_argv
 from ..errors import UsageError
 from ..methods import get_method_class
+from . import ArgumentParser, OneLineErrors
+
+
+class _Parser(OneLineErrors, HfArgumentParser):
+    """HfArgumentParser with one-line errors (the full usage of ``advtune train`` is 115 lines)."""
 
 
 def parse(argv: list[str]):
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = ArgumentParser(prog="advtune train", add_help=False)
     pre.add_argument("--config")
     pre.add_argument("--method")
     known, _ = pre.parse_known_args(argv)
@@ -28,7 +32,7 @@ def parse(argv: list[str]):
         method_name = method_name or data.get("method")
         yaml_args = yaml_to_argv({k: v for k, v in data.items() if k != "config"})
     method_cls = get_method_class(method_name or "standard")
-    parser = HfArgumentParser(
+    parser = _Parser(
         (TaskArguments, ModelArguments, RunArguments, method_cls.config_class, AdvTrainingArguments),
         prog="advtune train",
         description="Fine-tune a Transformer classifier with an (adversarial) training method.",
