@@ -8,7 +8,7 @@ it, after the n-th attacked example. Code calls :func:`point` at those moments; 
 - ``step`` (``@n``: after optimizer step n), ``checkpoint_weights`` (a checkpoint's weights are on disk,
   its optimizer, scheduler, RNG and trainer state are not), ``write:<file name>`` (the temporary file
   is written, the rename has not happened), ``attack_example`` (``@n``: after the n-th example is
-  appended to ``adversarial.jsonl``), ``cell`` (``@n``: before the n-th grid cell that trains starts).
+  appended to ``adversarial.jsonl``).
 """
 
 from __future__ import annotations

@@ -159,10 +159,7 @@ def check_output(
     without ``--overwrite`` and an unfinished one without ``--resume`` or ``--overwrite``.
     """
     out = Path(out)
-    for parent in [out, *out.parents]:
-        if parent.exists() and not parent.is_dir():
-            where = "is a file" if parent == out else f"lies under {parent}, which is a file"
-            raise UsageError(f"{flag} {out} {where}; give a folder path")
+    _refuse_file(out, flag)
     if not out.exists() or _is_empty_dir(out):
         return "new"
     if not is_advtune_folder(out):
@@ -177,6 +174,24 @@ def check_output(
     if not resume:
         raise UsageError(f"{what} {out} holds an unfinished run; pass --resume to continue it or --overwrite")
     return "resume"
+
+
+def check_writable(out: str | Path, flag: str) -> None:
+    """For writers that add to an advtune folder and resume in it (``bench --out``, ``attack --out``).
+
+    A file, a path under a file and a non-empty folder advtune did not write are refused.
+    """
+    out = Path(out)
+    _refuse_file(out, flag)
+    if out.exists() and not _is_empty_dir(out) and not is_advtune_folder(out):
+        raise UsageError(f"{flag} {out} is a non-empty folder that advtune did not write; refusing to use it")
+
+
+def _refuse_file(out: Path, flag: str) -> None:
+    for parent in [out, *out.parents]:
+        if parent.exists() and not parent.is_dir():
+            where = "is a file" if parent == out else f"lies under {parent}, which is a file"
+            raise UsageError(f"{flag} {out} {where}; give a folder path")
 
 
 def _replaced_path(out: Path) -> Path:

@@ -387,82 +387,10 @@ def run_attack(
 ATTACKS = ("textfooler",)
 
 
-def attack_run(
-    run_dir: str | Any,
-    task: str | None = None,
-    split: str | None = None,
-    n: int | None = 500,
-    attack: str = "textfooler",
-    budget: str = "textdefender-v1",
-    out: str | Any | None = None,
-    data_dir: str | None = None,
-    data_file: str | None = None,
-    synonyms: str | None = None,
-    word_vectors: str | None = None,
-    similarity_model: str = "minilm",
-    attack_first: bool = False,
-    pos: bool = True,
-    batch_size: int = 64,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Attack the first ``n`` examples of a split with a finished run's model; writes
-    ``<run>/attack/<task>.<split>/{adversarial.jsonl, metrics.json}`` (metrics last, atomically)."""
-    from pathlib import Path
+def __getattr__(name: str) -> Any:
+    """``attack_run`` moved to :mod:`advtune.attacks.run`; the old import path keeps working."""
+    if name == "attack_run":
+        from .run import attack_run
 
-    from .. import runs
-    from ..pipeline import load_run
-    from ..tasks import get_task, resolve_data_dir
-    from .synonyms import load_candidates
-    from .textattack_adapter import RECIPES, TextAttackRecipe, check_recipe, recipe_name
-
-    recipe = recipe_name(attack)
-    if attack not in ATTACKS and recipe is None:
-        choices = [*ATTACKS, *(f"textattack:{r}" for r in RECIPES)]
-        raise UsageError(f"unknown attack '{attack}' (choose from: {', '.join(choices)})")
-    if recipe is not None:
-        check_recipe(recipe)  # before any model is loaded: unknown recipe, TextAttack missing
-    if n is not None and n <= 0:
-        raise UsageError(f"invalid --n {n}: must be positive")
-    plan = get_budget(budget)
-    loaded = load_run(run_dir)
-    target = get_task(task) if task else loaded.task
-    if target.is_regression or not target.label_names:
-        raise UsageError(f"the word-substitution attack needs a classification task; '{target.name}' is regression")
-    if list(target.label_names) != list(loaded.label_names or []):
-        raise UsageError(
-            f"task '{target.name}' labels {list(target.label_names)} differ from the run's {loaded.label_names}"
-        )
-    split = target.canonical_split(split or target.eval_splits[0])
-    ddir = resolve_data_dir(data_dir)
-    ds = target.load(split, data_dir=ddir, data_file=data_file) if data_file else target.load(split, data_dir=ddir)
-    ds = ds.filter(lambda y: y >= 0, input_columns="label")  # unlabelled rows cannot be attacked
-    if n is not None:
-        ds = ds.select(range(min(n, len(ds))))
-    table = load_candidates(synonyms, word_vectors, ddir)
-    tagger = nltk_pos_tagger() if pos else None
-    victim = Victim(loaded.model, loaded.tokenizer, loaded.max_length, batch_size)
-    encoder = SentenceEncoder(similarity_model, batch_size, device=next(loaded.model.parameters()).device)
-    if recipe is None:
-        fooler = TextFooler(victim, table, encoder, plan, tagger)
-    else:
-        fooler = TextAttackRecipe(recipe, victim, table, encoder, plan)
-    attack_b = target.pair and not attack_first
-    metrics, rows = run_attack(fooler, ds, attack_b=attack_b, progress=progress)
-    out_dir = Path(out) if out else Path(loaded.path) / "attack" / f"{target.name}.{split}"
-    runs.write_jsonl_atomic(out_dir / "adversarial.jsonl", rows)
-    metrics = {
-        "task": target.name,
-        "split": split,
-        "run": str(run_dir),
-        "attack": attack,
-        "budget": dataclasses.asdict(plan),
-        **metrics,
-        "attacked_field": ("text_b" if attack_b else "text_a") if target.pair else "text_a",
-        "candidates": table.name,
-        "similarity_model": encoder.name,
-        "pos_check": tagger is not None and plan.pos_consistency and recipe is None,
-        "candidate_check": recipe is None,
-    }
-    runs.write_json_atomic(out_dir / "metrics.json", metrics)
-    metrics["out_dir"] = str(out_dir)
-    return metrics
+        return attack_run
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

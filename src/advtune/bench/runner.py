@@ -264,7 +264,7 @@ def default_eval_fn(run_dir: Path, task: str, max_samples: int | None) -> None:
 
 def default_attack_fn(run_dir: Path, task: str, attack: dict[str, Any]) -> None:
     """The word-substitution attack (``advtune attack``) on the first ``n`` examples of the eval split."""
-    from ..attacks.substitution import attack_run
+    from ..attacks.run import attack_run
 
     attack_run(run_dir, task=task, progress=False, **attack)
 
@@ -272,7 +272,7 @@ def default_attack_fn(run_dir: Path, task: str, attack: dict[str, Any]) -> None:
 def attack_available() -> bool:
     import importlib.util
 
-    return importlib.util.find_spec("advtune.attacks.substitution") is not None
+    return importlib.util.find_spec("advtune.attacks.run") is not None
 
 
 def run_grid(
@@ -318,8 +318,7 @@ def run_grid(
             timings: dict[str, float] = {}
             try:
                 if not cell.is_trained():
-                    if cell.run_dir.exists():
-                        shutil.rmtree(cell.run_dir)  # interrupted: its partial files must not be mixed in
+                    _clear_interrupted(cell.run_dir)
                     cell.run_dir.parent.mkdir(parents=True, exist_ok=True)
                     with _stdout_to(log_file, f"== train {cell.name}"), _timed(timings, "train"):
                         train_fn(**cell.train_kwargs())
@@ -350,6 +349,19 @@ def run_grid(
         bar.close()
         result.wall_s = time.perf_counter() - start
     return result
+
+
+def _clear_interrupted(run_dir: Path) -> None:
+    """Delete an interrupted cell's partial run: its files must not be mixed into the new one.
+
+    The cell folder lies inside a results folder that ``advtune bench`` checked (``runs.check_writable``):
+    everything there is the grid's own.
+    """
+    if not run_dir.exists():
+        return
+    if not run_dir.is_dir():
+        raise UsageError(f"{run_dir} is a file in the way of a grid cell; move it away")
+    shutil.rmtree(run_dir)
 
 
 @contextlib.contextmanager

@@ -14,7 +14,8 @@ from . import ArgumentParser
 
 
 def main(argv: list[str]) -> int:
-    from ..attacks.substitution import ATTACKS, BUDGETS, attack_run
+    from ..attacks.run import attack_run
+    from ..attacks.substitution import ATTACKS, BUDGETS
 
     parser = ArgumentParser(prog="advtune attack", description=__doc__.split("\n\n")[1])
     parser.add_argument("--run", required=True, help="run folder written by advtune train")
@@ -41,6 +42,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--attack-first", action="store_true", help="pairs: attack the first text, not the second")
     parser.add_argument("--no-pos", action="store_true", help="skip the part-of-speech check even if NLTK is present")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier attack in the output folder (else it is continued)",
+    )
     args = parser.parse_args(argv)
 
     metrics = attack_run(
@@ -59,6 +65,7 @@ def main(argv: list[str]) -> int:
         attack_first=args.attack_first,
         pos=not args.no_pos,
         batch_size=args.batch_size,
+        overwrite=args.overwrite,
     )
     from rich.console import Console
     from rich.table import Table

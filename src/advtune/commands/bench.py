@@ -97,6 +97,9 @@ def main(argv: list[str]) -> int:
 
     suite = get_suite(args.suite)
     out = Path(args.out or f"results/{suite.name}")
+    from .. import runs
+
+    runs.check_writable(out, "--out")
     if suite.kind == "overhead":
         return _overhead(suite, out, args)
     from ..bench.runner import build_grid, run_grid, write_bench_record
