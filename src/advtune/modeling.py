@@ -41,6 +41,7 @@ def resolve_model_path(name_or_path: str | os.PathLike | None) -> str:
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise UsageError(f"model folder {name} has no config.json")
+        check_model_folder(path)
         return str(path)
     looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1 or path.exists()
     if looks_local:
@@ -50,13 +51,26 @@ def resolve_model_path(name_or_path: str | os.PathLike | None) -> str:
     return name  # hub id
 
 
+def check_model_folder(path: str | Path) -> None:
+    """Check the files ``from_pretrained`` reads (configs, tokenizer, weights) before it reads them.
+
+    A truncated ``model.safetensors`` or a cut-off ``tokenizer.json`` would otherwise end in a traceback
+    from deep inside transformers; here it is one line naming the file.
+    """
+    from . import runs
+
+    for file in sorted(Path(path).iterdir()):
+        if file.is_file() and file.suffix in (".json", ".safetensors") and not file.name.startswith("."):
+            runs.check_file(file)
+
+
 def load_tokenizer(name_or_path: str | None = None, **kwargs: Any):
     from transformers import AutoTokenizer
 
     path = resolve_model_path(name_or_path)
     try:
         return AutoTokenizer.from_pretrained(path, **kwargs)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
         raise UsageError(f"cannot load a tokenizer from '{name_or_path}': {_first_line(exc)}") from exc
 
 

@@ -42,11 +42,18 @@ def load_task(task_args: TaskArguments, label_names: list[str] | None = None):
         from .tasks.files import load_file_task
 
         fields = [f.strip() for f in task_args.text_fields.split(",") if f.strip()]
-        task, train_ds = load_file_task(task_args.train_file, fields, task_args.label_field, label_names=label_names)
+        regression = {"auto": None, "classification": False, "regression": True}[task_args.task_type]
+        task, train_ds = load_file_task(
+            task_args.train_file, fields, task_args.label_field, label_names=label_names, regression=regression
+        )
         evals = {}
         if task_args.eval_file:
             _, evals["validation"] = load_file_task(
-                task_args.eval_file, fields, task_args.label_field, label_names=list(task.label_names or []) or None
+                task_args.eval_file,
+                fields,
+                task_args.label_field,
+                label_names=list(task.label_names or []) or None,
+                regression=task.is_regression,
             )
         return task, train_ds, evals
     task = get_task(task_args.task)
@@ -432,7 +439,8 @@ class LoadedRun:
 def load_run(run_dir: str | Path) -> LoadedRun:
     """A finished run's inference model, tokenizer, config and task."""
     run = runs.require_run(run_dir)
-    config = runs.read_json(run / runs.RUN_CONFIG)
+    runs.check_run_files(run)  # weights, tokenizer, configs, method state: damage is one line naming the file
+    config = _read_run_config(run)
     method_cls = get_method_class(config["method"]["name"])
     if config["task"].get("kind") == mc.KIND:
         model, tokenizer = mc.load_inference_model(run)
@@ -441,6 +449,18 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     model.eval()
     task = _run_task(config)
     return LoadedRun(run, config, model, tokenizer, task)
+
+
+def _read_run_config(run: Path) -> dict[str, Any]:
+    """``run_config.json`` with the keys loading needs; anything else is damage, named."""
+    path = run / runs.RUN_CONFIG
+    config = runs.read_json(path)
+    ok = isinstance(config, dict) and all(
+        isinstance(config.get(k), dict) and isinstance(config[k].get("name"), str) for k in ("task", "method")
+    )
+    if not ok:
+        raise UsageError(f"{path} is damaged (no task and method names)")
+    return config
 
 
 def _run_task(config: dict[str, Any]):

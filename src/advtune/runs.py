@@ -128,7 +128,7 @@ def require_run(run_dir: str | Path) -> Path:
     if not (run / RUN_CONFIG).is_file():
         raise UsageError(f"{run_dir} is not an advtune run folder (no {RUN_CONFIG})")
     if (run / METRICS).is_file() and not is_finished(run):
-        raise UsageError(f"run {run_dir} is damaged: {run / METRICS} is not readable; rerun advtune train --resume")
+        raise UsageError(f"run {run_dir} is damaged: {run / METRICS} is not readable; train it again with --overwrite")
     if not is_finished(run):
         raise UsageError(f"run {run_dir} has not finished (no {METRICS}); finish it with advtune train --resume")
     return run

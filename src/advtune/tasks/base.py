@@ -117,6 +117,8 @@ class Task:
                 out = float(value)
             except (TypeError, ValueError):
                 raise UsageError(f"task '{self.name}': score {value!r} is not a number") from None
+            if not math.isfinite(out):  # a nan score would poison the MSE loss and every correlation
+                raise UsageError(f"task '{self.name}': score {value!r} is not a finite number")
             return out
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return -1

@@ -10,7 +10,11 @@ Labels: with ``label_names`` (e.g. the label set of a trained run), each value i
 first and then, if it is an integer, as a label id; anything else is rejected. Without them the label
 set is inferred: the sorted distinct values (numbers sorted numerically), or regression when every
 label is a number and at least one is not a whole number (a file of 0-5 similarity scores in steps
-of 0.2, say). Pass ``regression=True`` to force regression for whole-number scores.
+of 0.2, say). Pass ``regression=True`` to force regression for whole-number scores
+(``--task-type regression``), ``regression=False`` to insist on classes (fractional numbers are then
+refused). Always refused, naming the first rows: ``nan`` / ``inf`` labels, and a column that mixes
+numbers with names while the label set is inferred (a typo such as ``1`` among ``pos``/``neg`` rows
+would otherwise become a class of its own).
 """
 
 from __future__ import annotations
@@ -105,6 +109,43 @@ def _infer_labels(values: list[Any]) -> tuple[str, ...] | None:
     return tuple(sorted({str(v).strip() for v in values}))
 
 
+def _rows(numbers: list[int]) -> str:
+    shown = ", ".join(str(n) for n in numbers[:5])
+    return f"row{'s' if len(numbers) > 1 else ''} {shown}{', ...' if len(numbers) > 5 else ''}"
+
+
+def _check_labels(values: list[Any], path: Path, column: str, infer: bool, regression: bool | None) -> None:
+    """Refuse labels no task can use; row numbers count data rows from 1, as in the other messages."""
+    numbers = [None if isinstance(v, bool) else _parse_float(v) for v in values]
+    bad = [i for i, x in enumerate(numbers, start=1) if x is not None and not math.isfinite(x)]
+    if bad:
+        raise UsageError(f"{path}: label in column '{column}' is nan or inf in {_rows(bad)}")
+    if not infer or regression:
+        return
+    named = [i for i, x in enumerate(numbers, start=1) if x is None]
+    numeric = [i for i, x in enumerate(numbers, start=1) if x is not None]
+    if named and numeric:
+        odd = min(named, numeric, key=len)
+        kind = "names" if odd is named else "numbers"
+        raise UsageError(
+            f"{path}: label column '{column}' mixes numbers and names; the {kind} are in {_rows(odd)} "
+            f"(e.g. {values[odd[0] - 1]!r})"
+        )
+    fractional = [i for i, x in enumerate(numbers, start=1) if x is not None and not float(x).is_integer()]
+    if regression is False and fractional:
+        raise UsageError(
+            f"{path}: labels are not whole numbers in {_rows(fractional)} (e.g. {values[fractional[0] - 1]!r}); "
+            "classes need names or whole numbers (--task-type regression for scores)"
+        )
+
+
+def _parse_float(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
 def _label_ids(values: list[Any], names: tuple[str, ...], path: Path) -> list[int]:
     ids, unknown = [], []
     for value in values:
@@ -179,6 +220,7 @@ def load_file_task(
         if _is_missing(value):
             raise UsageError(f"{path} row {number}: missing label in column '{label_field}'")
         rows["label"].append(value)
+    _check_labels(rows["label"], path, label_field, infer=label_names is None, regression=regression)
     if label_names is not None:
         names: tuple[str, ...] | None = tuple(str(n) for n in label_names)
         if not names:
