@@ -436,18 +436,24 @@ class LoadedRun:
         return int(self.config["task"].get("max_length", 128))
 
 
-def load_run(run_dir: str | Path) -> LoadedRun:
-    """A finished run's inference model, tokenizer, config and task."""
+def read_run(run_dir: str | Path) -> tuple[Path, dict[str, Any], Any]:
+    """A finished run's folder, config and task, every file checked, without loading the model (cheap)."""
     run = runs.require_run(run_dir)
     runs.check_run_files(run)  # weights, tokenizer, configs, method state: damage is one line naming the file
     config = _read_run_config(run)
+    get_method_class(config["method"]["name"])
+    return run, config, _run_task(config)
+
+
+def load_run(run_dir: str | Path) -> LoadedRun:
+    """A finished run's inference model, tokenizer, config and task."""
+    run, config, task = read_run(run_dir)
     method_cls = get_method_class(config["method"]["name"])
     if config["task"].get("kind") == mc.KIND:
         model, tokenizer = mc.load_inference_model(run)
     else:
         model, tokenizer = method_cls.load_inference_model(run, config)
     model.eval()
-    task = _run_task(config)
     return LoadedRun(run, config, model, tokenizer, task)
 
 
@@ -500,38 +506,15 @@ def evaluate(
     (the same examples for every run given the same seed: use it on files sorted by label, such as
     the review domains, where the first N examples all carry one label).
     """
-    from .tasks import get_task, resolve_data_dir
-
+    if max_samples is not None and max_samples <= 0:
+        raise UsageError(f"invalid --max-samples {max_samples}: must be positive")
+    if batch_size <= 0:
+        raise UsageError(f"invalid --batch-size {batch_size}: must be positive")
+    _, config, run_task = read_run(run_dir)  # the data is checked before the model is loaded
+    target, datasets_, label_map = _eval_sets(
+        run_task, config.get("label_names"), task, split, data_file, text_fields, label_field, data_dir
+    )
     loaded = load_run(run_dir)
-    run_task = loaded.task
-    label_map = None
-    if data_file and task is None and not mc.is_multiple_choice(run_task):
-        from .tasks.files import load_file_task
-
-        if not text_fields or not label_field:
-            raise UsageError("--data-file needs --text-fields and --label-field")
-        fields = [f.strip() for f in text_fields.split(",") if f.strip()]
-        target, ds = load_file_task(
-            data_file,
-            fields,
-            label_field,
-            label_names=loaded.label_names,
-            name="file",
-            regression=run_task.is_regression,
-        )
-        datasets_ = {split or "file": ds}
-    else:
-        target = get_task(task) if task else run_task
-        if target.name != run_task.name:
-            from .evaluation.transfer import label_mapping
-
-            label_map = label_mapping(loaded.label_names, target)
-        splits = [target.canonical_split(split)] if split else list(target.eval_splits)
-        ddir = resolve_data_dir(data_dir)
-        if data_file:
-            datasets_ = {s: target.load(s, data_dir=ddir, data_file=data_file) for s in splits}
-        else:
-            datasets_ = {s: target.load(s, data_dir=ddir) for s in splits}
     results = {}
     for s, ds in datasets_.items():
         if max_samples:
@@ -545,3 +528,30 @@ def evaluate(
         _write_eval(loaded.path, target.name, s, metrics, rows)
         results[f"{target.name}.{s}"] = metrics
     return results
+
+
+def _eval_sets(run_task, label_names, task, split, data_file, text_fields, label_field, data_dir):
+    """The target task, its evaluation datasets by split and the label map (another task's label space)."""
+    from .tasks import get_task, resolve_data_dir
+
+    label_map = None
+    if data_file and task is None and not mc.is_multiple_choice(run_task):
+        from .tasks.files import load_file_task
+
+        if not text_fields or not label_field:
+            raise UsageError("--data-file needs --text-fields and --label-field")
+        fields = [f.strip() for f in text_fields.split(",") if f.strip()]
+        target, ds = load_file_task(
+            data_file, fields, label_field, label_names=label_names, name="file", regression=run_task.is_regression
+        )
+        return target, {split or "file": ds}, None
+    target = get_task(task) if task else run_task
+    if target.name != run_task.name:
+        from .evaluation.transfer import label_mapping
+
+        label_map = label_mapping(label_names, target)
+    splits = [target.canonical_split(split)] if split else list(target.eval_splits)
+    ddir = resolve_data_dir(data_dir)
+    if data_file:
+        return target, {s: target.load(s, data_dir=ddir, data_file=data_file) for s in splits}, label_map
+    return target, {s: target.load(s, data_dir=ddir) for s in splits}, label_map

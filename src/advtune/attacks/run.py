@@ -50,16 +50,14 @@ def _check_attack(attack: str, n: int | None) -> str | None:
     return recipe
 
 
-def _target_split(loaded, task: str | None, split: str | None):
+def _target_split(run_task, label_names: list[str] | None, task: str | None, split: str | None):
     from ..tasks import get_task
 
-    target = get_task(task) if task else loaded.task
+    target = get_task(task) if task else run_task
     if target.is_regression or not target.label_names:
         raise UsageError(f"the word-substitution attack needs a classification task; '{target.name}' is regression")
-    if list(target.label_names) != list(loaded.label_names or []):
-        raise UsageError(
-            f"task '{target.name}' labels {list(target.label_names)} differ from the run's {loaded.label_names}"
-        )
+    if list(target.label_names) != list(label_names or []):
+        raise UsageError(f"task '{target.name}' labels {list(target.label_names)} differ from the run's {label_names}")
     return target, target.canonical_split(split or target.eval_splits[0])
 
 
@@ -84,7 +82,7 @@ def attack_run(
 ) -> dict[str, Any]:
     """Attack the first ``n`` examples of a split with a finished run's model; writes
     ``<run>/attack/<task>.<split>/{attack_config.json, adversarial.jsonl, metrics.json}`` (metrics last)."""
-    from ..pipeline import load_run
+    from ..pipeline import load_run, read_run
     from ..tasks import resolve_data_dir
     from .synonyms import load_candidates
 
@@ -94,9 +92,9 @@ def attack_run(
         raise UsageError(f"invalid --batch-size {batch_size}: must be positive")
     if out:
         runs.check_writable(out, "--out")
-    loaded = load_run(run_dir)
-    target, split = _target_split(loaded, task, split)
-    out_dir = Path(out) if out else Path(loaded.path) / "attack" / f"{target.name}.{split}"
+    run, config, run_task = read_run(run_dir)  # the data is checked before the model is loaded
+    target, split = _target_split(run_task, config.get("label_names"), task, split)
+    out_dir = Path(out) if out else run / "attack" / f"{target.name}.{split}"
     settings = {
         "run": str(Path(run_dir).resolve()),
         **{"task": target.name, "split": split, "attack": attack, "budget": plan.name, "data_file": data_file},
@@ -108,6 +106,7 @@ def attack_run(
     ds = ds.filter(lambda y: y >= 0, input_columns="label")  # unlabelled rows cannot be attacked
     if n is not None:
         ds = ds.select(range(min(n, len(ds))))
+    loaded = load_run(run)
     with runs.replacing(out_dir, replace=overwrite and out_dir.exists()):
         done = _previous_rows(out_dir, settings, ds)
         table = load_candidates(synonyms, word_vectors, ddir)
