@@ -373,6 +373,7 @@ def _train_and_save(out: Path, p: _Prepared, task_args, model_args, training_arg
         summary[split] = metrics
     runs.write_json_atomic(out / runs.METRICS, {"task": p.task.name, "method": p.method.name, "splits": summary})
     checkpoints.remove_all(out)  # the final weights are saved; checkpoints only served --resume
+    runs.remove_temporaries(out)
 
 
 def _trainer_metrics(task):

@@ -71,6 +71,13 @@ def write_jsonl_atomic(path: str | Path, rows: Iterable[dict[str, Any]]) -> None
         raise
 
 
+def remove_temporaries(folder: str | Path) -> None:
+    """Delete the temporary files of atomic writes that a killed process left behind (``.name.json.XXXX``)."""
+    for path in Path(folder).rglob(".*.json*.*"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+
+
 def read_json(path: str | Path) -> Any:
     """Parse a JSON file advtune wrote; a missing, unreadable or damaged file is a UsageError naming it."""
     try:
