@@ -61,6 +61,9 @@ CASES: list[tuple[str, str]] = [
     (T.replace("{w}/new", "{w}/user") + " --task sst2 --overwrite", "--overwrite only replaces advtune folders"),
     (T.replace("{w}/new", "{w}/user") + " --task sst2 --resume", "advtune did not write"),
     (T.replace("{w}/new", "{w}/run") + " --task sst2", "holds a finished run; pass --overwrite"),
+    (T.replace("{w}/new", "{w}/tiny") + " --task sst2 --overwrite", "advtune did not write"),  # the model folder
+    (T.replace("{w}/new", "{w}/data") + " --task sst2 --overwrite", "advtune did not write"),  # the data folder
+    (T.replace("{w}/new", "{w}/damaged_metrics") + " --task sst2", "pass --resume"),
     (T.replace("{w}/new", "{w}/unfinished") + " --task sst2", "pass --resume"),
     # ---- train: model
     (T.replace("{w}/tiny", "{w}/nomodel") + " --task sst2", "does not exist"),

@@ -82,6 +82,7 @@ def attack_run(
 ) -> dict[str, Any]:
     """Attack the first ``n`` examples of a split with a finished run's model; writes
     ``<run>/attack/<task>.<split>/{attack_config.json, adversarial.jsonl, metrics.json}`` (metrics last)."""
+    from ..modeling import resolve_model_path
     from ..pipeline import load_run, read_run
     from ..tasks import resolve_data_dir
     from .synonyms import load_candidates
@@ -92,7 +93,8 @@ def attack_run(
         raise UsageError(f"invalid --batch-size {batch_size}: must be positive")
     if out:
         runs.check_writable(out, "--out")
-    run, config, run_task = read_run(run_dir)  # the data is checked before the model is loaded
+    # everything that can be wrong is checked before the model is loaded
+    run, config, run_task = read_run(run_dir)
     target, split = _target_split(run_task, config.get("label_names"), task, split)
     out_dir = Path(out) if out else run / "attack" / f"{target.name}.{split}"
     settings = {
@@ -102,34 +104,26 @@ def attack_run(
         **{"attack_first": attack_first, "pos": pos},
     }
     ddir = resolve_data_dir(data_dir)
-    ds = target.load(split, data_dir=ddir, data_file=data_file) if data_file else target.load(split, data_dir=ddir)
-    ds = ds.filter(lambda y: y >= 0, input_columns="label")  # unlabelled rows cannot be attacked
-    if n is not None:
-        ds = ds.select(range(min(n, len(ds))))
+    ds = _attack_set(target, split, ddir, data_file, n)
+    table = load_candidates(synonyms, word_vectors, ddir)
+    resolve_model_path(similarity_model)
+    if not overwrite:
+        _previous_rows(out_dir, settings, ds)
     loaded = load_run(run)
     with runs.replacing(out_dir, replace=overwrite and out_dir.exists()):
         done = _previous_rows(out_dir, settings, ds)
-        table = load_candidates(synonyms, word_vectors, ddir)
-        tagger = nltk_pos_tagger() if pos else None
-        victim = Victim(loaded.model, loaded.tokenizer, loaded.max_length, batch_size)
-        encoder = SentenceEncoder(similarity_model, batch_size, device=next(loaded.model.parameters()).device)
-        if recipe is None:
-            fooler = TextFooler(victim, table, encoder, plan, tagger)
-        else:
-            fooler = TextAttackRecipe(recipe, victim, table, encoder, plan)
+        if not (out_dir / SETTINGS).is_file():
+            runs.write_json_atomic(out_dir / SETTINGS, settings)
+        fooler, encoder, tagger = _build(loaded, table, plan, recipe, similarity_model, batch_size, pos)
         attack_b = target.pair and not attack_first
-        rows = _attack_rest(fooler, ds, attack_b, out_dir / ROWS, done, progress)
-        metrics = _finish(fooler, rows, attack_b)
-        runs.write_jsonl_atomic(out_dir / ROWS, rows)
+        metrics = _attack_and_write(fooler, ds, attack_b, out_dir, done, progress)
         metrics = {
             **{"task": target.name, "split": split, "run": str(run_dir), "attack": attack},
             "budget": dataclasses.asdict(plan),
             **metrics,
             "attacked_field": ("text_b" if attack_b else "text_a") if target.pair else "text_a",
-            "candidates": table.name,
-            "similarity_model": encoder.name,
-            "pos_check": tagger is not None and plan.pos_consistency and recipe is None,
-            "candidate_check": recipe is None,
+            **{"candidates": table.name, "similarity_model": encoder.name, "candidate_check": recipe is None},
+            "pos_check": tagger is not None and plan.pos_consistency,
             "resumed_examples": len(done),
         }
         runs.write_json_atomic(out_dir / runs.METRICS, metrics)
@@ -137,22 +131,45 @@ def attack_run(
     return metrics
 
 
+def _build(loaded, table, plan, recipe: str | None, similarity_model: str, batch_size: int, pos: bool):
+    """The attack object, its sentence encoder and its part-of-speech tagger (``None`` when unavailable)."""
+    victim = Victim(loaded.model, loaded.tokenizer, loaded.max_length, batch_size)
+    encoder = SentenceEncoder(similarity_model, batch_size, device=next(loaded.model.parameters()).device)
+    tagger = nltk_pos_tagger() if pos and recipe is None else None
+    if recipe is None:
+        return TextFooler(victim, table, encoder, plan, tagger), encoder, tagger
+    return TextAttackRecipe(recipe, victim, table, encoder, plan), encoder, tagger
+
+
+def _attack_set(target, split: str, ddir, data_file: str | None, n: int | None):
+    """The first ``n`` labelled examples of the split (unlabelled rows cannot be attacked)."""
+    ds = target.load(split, data_dir=ddir, data_file=data_file) if data_file else target.load(split, data_dir=ddir)
+    ds = ds.filter(lambda y: y >= 0, input_columns="label")
+    return ds.select(range(min(n, len(ds)))) if n is not None else ds
+
+
+def _attack_and_write(fooler, ds, attack_b: bool, out_dir: Path, done: list[dict], progress: bool) -> dict:
+    """Attack the examples not yet done, re-check all of them, rewrite the rows with their final statuses."""
+    rows = _attack_rest(fooler, ds, attack_b, out_dir / ROWS, done, progress)
+    metrics = _finish(fooler, rows, attack_b)
+    runs.write_jsonl_atomic(out_dir / ROWS, rows)
+    return metrics
+
+
 def _previous_rows(out_dir: Path, settings: dict[str, Any], ds) -> list[dict[str, Any]]:
-    """Rows of an earlier, interrupted (or finished) attack with the same settings; writes the settings file."""
+    """Rows of an earlier, interrupted (or finished) attack with the same settings; other settings are refused."""
     path = out_dir / ROWS
     config = out_dir / SETTINGS
     if config.is_file():
         old = runs.read_json(config)
         if old != settings:
-            changed = sorted(k for k in settings if old.get(k) != settings[k])
+            changed = sorted(k for k in settings if not isinstance(old, dict) or old.get(k) != settings[k])
             raise UsageError(
                 f"{out_dir} holds an attack with other settings ({', '.join(changed)}); "
                 "pass --overwrite to replace it or choose another --out"
             )
     elif path.exists():
         raise UsageError(f"{out_dir} holds an attack without {SETTINGS}; pass --overwrite to replace it")
-    else:
-        runs.write_json_atomic(config, settings)
     rows = _read_rows(path) if path.exists() else []
     rows = rows[: len(ds)]
     ids = list(ds["idx"]) if "idx" in ds.column_names else list(range(len(ds)))

@@ -3,7 +3,8 @@
 Word-substitution attack (TextFooler manner) on a finished run: ACC, AUA, AVG, attack success rate,
 words changed, queries; writes ``R/attack/<task>.<split>/adversarial.jsonl`` and ``metrics.json``.
 For sentence pairs the second text (hypothesis / question / sentence2) is attacked unless
-``--attack-first``.
+``--attack-first``. Rows are written as they are made: run the same command again after an
+interruption and it continues at the first missing example (``--overwrite`` starts over).
 """
 
 from __future__ import annotations
@@ -67,10 +68,16 @@ def main(argv: list[str]) -> int:
         batch_size=args.batch_size,
         overwrite=args.overwrite,
     )
+    _print(metrics, args.attack)
+    return 0
+
+
+def _print(metrics: dict, attack: str) -> None:
+    """The summary table on stdout."""
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{args.attack} ({metrics['budget']['name']}) on {metrics['task']}.{metrics['split']}")
+    table = Table(title=f"{attack} ({metrics['budget']['name']}) on {metrics['task']}.{metrics['split']}")
     for col in ("n", "ACC", "AUA", "AVG", "success", "words changed", "queries", "s / example", "violations"):
         table.add_column(col, justify="right")
     table.add_row(
@@ -89,4 +96,3 @@ def main(argv: list[str]) -> int:
     if not metrics["pos_check"]:
         console.print("part-of-speech check skipped (NLTK tagger not available)")
     console.print(f"written to {metrics['out_dir']}")
-    return 0

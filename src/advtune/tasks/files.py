@@ -173,6 +173,22 @@ def _numeric(names: Sequence[str]) -> bool:
     return all(_as_number(n) is not None for n in names)
 
 
+def _collect_rows(records: list[dict[str, Any]], fields: list[str], label_field: str, path: Path) -> dict[str, list]:
+    """Texts and raw labels; an empty text or a missing label is refused with its row number."""
+    rows: dict[str, list] = {"text_a": [], "text_b": [], "label": []}
+    for number, record in enumerate(records, start=1):
+        for key, col in zip(("text_a", "text_b"), fields):
+            value = record.get(col)
+            if _is_missing(value):
+                raise UsageError(f"{path} row {number}: empty text in column '{col}'")
+            rows[key].append(str(value))
+        value = record.get(label_field)
+        if _is_missing(value):
+            raise UsageError(f"{path} row {number}: missing label in column '{label_field}'")
+        rows["label"].append(value)
+    return rows
+
+
 def load_file_task(
     path: str | Path,
     text_fields: Sequence[str],
@@ -209,17 +225,7 @@ def load_file_task(
     for col in (*fields, label_field):
         if col not in available:
             raise UsageError(f"{path}: no column '{col}'; columns are {', '.join(available)}")
-    rows: dict[str, list] = {"text_a": [], "text_b": [], "label": []}
-    for number, record in enumerate(records, start=1):
-        for key, col in zip(("text_a", "text_b"), fields):
-            value = record.get(col)
-            if _is_missing(value):
-                raise UsageError(f"{path} row {number}: empty text in column '{col}'")
-            rows[key].append(str(value))
-        value = record.get(label_field)
-        if _is_missing(value):
-            raise UsageError(f"{path} row {number}: missing label in column '{label_field}'")
-        rows["label"].append(value)
+    rows = _collect_rows(records, fields, label_field, path)
     _check_labels(rows["label"], path, label_field, infer=label_names is None, regression=regression)
     if label_names is not None:
         names: tuple[str, ...] | None = tuple(str(n) for n in label_names)
