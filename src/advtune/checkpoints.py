@@ -11,8 +11,10 @@ complete checkpoint exists at every moment after the first one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,6 +88,34 @@ def rotate(out: str | Path, keep: int | None, protect: str | None = None) -> Non
     for ckpt in complete[:-keep]:
         if protect is None or Path(protect).resolve() != ckpt.resolve():
             shutil.rmtree(ckpt, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def discard_if_fruitless(out: str | Path, mode: str, main: bool = True) -> Iterator[None]:
+    """A new run that fails before its first checkpoint leaves no folder behind (nothing to resume from).
+
+    With a checkpoint the folder stays: ``--resume`` continues it. Resumed and replacing runs are left
+    to their own rules (the replaced run comes back through :func:`advtune.runs.replacing`).
+    """
+    out = Path(out)
+    created = not out.exists()
+    was_empty = out.is_dir() and not any(out.iterdir())  # a folder the user made for the run: emptied, kept
+    try:
+        yield
+    except BaseException:
+        if (
+            main
+            and (created or was_empty)
+            and mode in ("new", "replace")
+            and out.is_dir()
+            and not all_checkpoints(out)
+        ):
+            for child in [out] if created else list(out.iterdir()):
+                if child.is_dir():
+                    shutil.rmtree(child, ignore_errors=True)
+                else:
+                    child.unlink(missing_ok=True)
+        raise
 
 
 def remove_all(out: str | Path) -> None:

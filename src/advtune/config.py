@@ -114,6 +114,14 @@ class AdvTrainingArguments(TrainingArguments):
                 raise UsageError(f"invalid {name}={value}: must be a finite number")
         if self.learning_rate <= 0:
             raise UsageError(f"invalid learning_rate={self.learning_rate}: must be positive")
+        for name in ("seed", "data_seed"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < 2**32:
+                raise UsageError(f"invalid {name}={value}: must be in [0, 2**32)")
+        if self.gradient_accumulation_steps <= 0:
+            raise UsageError(
+                f"invalid gradient_accumulation_steps={self.gradient_accumulation_steps}: must be positive"
+            )
         if self.per_device_eval_batch_size <= 0:
             raise UsageError(f"invalid per_device_eval_batch_size={self.per_device_eval_batch_size}")
         if self.num_train_epochs <= 0 and (self.max_steps is None or self.max_steps <= 0):
@@ -135,6 +143,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise UsageError(f"config file {path} does not exist")
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, OSError) as exc:
+        raise UsageError(f"config file {path} is not readable text: {str(exc).splitlines()[0]}") from exc
     except yaml.YAMLError as exc:
         raise UsageError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
     if data is None:

@@ -220,6 +220,7 @@ def _prepare(task_args, model_args, run_args, training_args, method: Method | No
     train_ds = _subsample_train(train_ds, task_args, training_args.seed)
     _check_training_labels(task, train_ds, task_args)
     _check_optimizer(training_args, None)
+    _check_max_length(task_args.max_length, model_args.model)
     tokenizer = load_tokenizer(model_args.model)
     from transformers import set_seed
 
@@ -246,6 +247,22 @@ def _check_training_labels(task, train_ds, task_args: TaskArguments) -> None:
         raise UsageError(
             f"{where}: every training example has the label '{name}'; a classifier needs at least two classes"
         )
+
+
+def _check_max_length(max_length: int, model_name: str) -> None:
+    """A ``--max-length`` beyond the model's position embeddings would fail at the first long example.
+
+    Read from the model's config alone (cheap and quiet); a config that does not load is reported
+    when the model is loaded.
+    """
+    from transformers import AutoConfig
+
+    try:
+        limit = getattr(AutoConfig.from_pretrained(resolve_model_path(model_name)), "max_position_embeddings", None)
+    except (OSError, ValueError):
+        return
+    if isinstance(limit, int) and max_length > limit:
+        raise UsageError(f"--max-length {max_length} exceeds the model's {limit} positions")
 
 
 def _check_optimizer(training_args: AdvTrainingArguments, model) -> None:
@@ -294,7 +311,7 @@ def run_training(
     mode = runs.check_output(out, overwrite=run_args.overwrite, resume=run_args.resume)
     prepared = _prepare(task_args, model_args, run_args, training_args, method)
     _barrier(training_args)
-    with runs.replacing(out, replace=mode == "replace" and main):
+    with runs.replacing(out, replace=mode == "replace" and main), checkpoints.discard_if_fruitless(out, mode, main):
         _barrier(training_args)
         checkpoint = checkpoints.latest_complete(out, main=main) if mode == "resume" else None
         _train_and_save(out, prepared, task_args, model_args, training_args, checkpoint, main)

@@ -155,3 +155,17 @@ def test_overwrite_replaces_a_finished_run(tmp_path, tiny_cli):
     config = runs.read_json(run / runs.RUN_CONFIG)
     assert config["training"]["learning_rate"] == 1e-3 and runs.is_finished(run)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "tiny", "train.csv"]
+
+
+def test_a_new_run_that_fails_before_its_first_checkpoint_leaves_no_folder(tmp_path, tiny_cli, monkeypatch):
+    from advtune.trainer import AdversarialTrainer
+
+    def explode(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(AdversarialTrainer, "train", explode)
+    assert main([*tiny_cli, "--output-dir", str(tmp_path / "new")]) == 130
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "mine").mkdir()  # an empty folder the user made is kept
+    assert main([*tiny_cli, "--output-dir", str(tmp_path / "mine")]) == 130
+    assert (tmp_path / "mine").is_dir() and not any((tmp_path / "mine").iterdir())

@@ -52,6 +52,15 @@ CASES: list[tuple[str, str]] = [
     (T + " --config {w}/list.yaml", "mapping"),
     (T + " --config {w}/data", "does not exist"),
     (T + " --task-type bogus", "--task-type"),
+    (T + " --config {w}/binary.yaml", "not readable text"),
+    (T + " --config {w}/unknown_key.yaml", "frobnicate"),
+    (T + " --config {w}/wrong_type.yaml", "invalid float value: 'abc'"),
+    (T + " --task sst2 --seed -1", "seed=-1"),
+    (T + " --task sst2 --gradient-accumulation-steps 0", "gradient_accumulation_steps"),
+    (T + " --task sst2 --max-length 4096", "exceeds the model's 128 positions"),
+    (T + " --task sst2 --logging-steps 0", "logging_steps"),
+    (T + " --task sst2 --eval-strategy bogus", "invalid choice: 'bogus'"),
+    (T + " --task sst2 --method standard --adv_steps 3", "adv_steps"),
     (T + " --task sst2 --eval-splits nosuch", "unknown split 'nosuch'"),
     (T.replace("{w}/data", "{w}/emptydata") + " --task rte", "ADVTUNE_DATA_DIR"),
     # ---- train: output folder
@@ -141,6 +150,7 @@ CASES: list[tuple[str, str]] = [
 
 SUBPROCESS_CASES = [
     T + " --learning-rate abc",
+    T + " --task sst2 --max-length 4096",
     T.replace("{w}/new", "{w}/user") + " --task sst2 --overwrite",
     F.replace("good.csv", "single.csv"),
     "eval --run {w}/damaged_weights",
@@ -186,10 +196,13 @@ def world(tmp_path_factory) -> Path:
         "bad.yaml": "method: [unclosed\n  - x: :\n",
         "list.yaml": "- a\n- b\n",
         "afile.txt": "just a file\n",
+        "unknown_key.yaml": "frobnicate: 1\n",
+        "wrong_type.yaml": "learning_rate: abc\n",
     }
     for name, text in files.items():
         (w / name).write_text(text)
     (w / "binary.csv").write_bytes(bytes(range(256)) * 8)
+    (w / "binary.yaml").write_bytes(b"\x00\xff\xfe\x01" * 16)
     (w / "user").mkdir()
     (w / "user" / "notes.txt").write_text("my own notes\n")
     (w / "bench_results").mkdir()
