@@ -141,10 +141,16 @@ CASES: list[tuple[str, str]] = [
     ("report {w}/run --out {w}/user/notes.txt", "not a report advtune wrote"),
     ("report {w}/run --out {w}/user", "is a folder"),
     ("compare {w}/run {w}/run --shuffles 0", "--shuffles"),
-    ("compare {w}/run {w}/user", "no evaluated split"),
+    ("compare {w}/run {w}/user", "not an advtune run folder"),
+    ("compare {w}/damaged_metrics {w}/run", "metrics.json is not readable"),
     ("surface --run {w}/user", "not an advtune run folder"),
     ("surface --run {w}/run --grid abc", "invalid int value: 'abc'"),
     ("robustness --run {w}/user", "not an advtune run folder"),
+    ("robustness --run {w}/run --runs {w}/damaged_weights", "model.safetensors is damaged"),
+    ("robustness --run {w}/run --c nan", "--c must be a finite number"),
+    ("robustness --run {w}/run --split nosuch --data-dir {w}/data", "unknown split 'nosuch'"),
+    ("surface --run {w}/run --task nosuch", "nosuch"),
+    ("surface --run {w}/run --span inf", "--span must be a finite number"),
     ("frobnicate", "unknown command"),
 ]
 
@@ -155,6 +161,7 @@ SUBPROCESS_CASES = [
     F.replace("good.csv", "single.csv"),
     "eval --run {w}/damaged_weights",
     "attack --run {w}/run --out {w}/afile.txt",
+    "robustness --run {w}/run --split nosuch --data-dir {w}/data",
 ]
 
 

@@ -28,6 +28,10 @@ def main(argv: list[str]) -> int:
         raise UsageError(f"--shuffles must be >= 1, got {args.shuffles}")
 
     from ..evaluation.significance import compare_runs
+    from ..runs import require_run
+
+    require_run(args.run_a)
+    require_run(args.run_b)
 
     rows = compare_runs(args.run_a, args.run_b, args.split, shuffles=args.shuffles, seed=args.seed)
     if args.json:

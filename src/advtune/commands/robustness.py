@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 
+from ..errors import UsageError
 from . import ArgumentParser
 
 
@@ -32,6 +33,7 @@ def main(argv: list[str]) -> int:
     from ..attacks.embedding import evaluate_robustness
 
     run_dirs = [args.run] + [r.strip() for r in (args.runs or "").split(",") if r.strip()]
+    _check(args, run_dirs)
     results = evaluate_robustness(
         run_dirs,
         task=args.task,
@@ -65,3 +67,20 @@ def main(argv: list[str]) -> int:
         )
     Console(file=sys.stdout, width=160).print(table)
     return 0
+
+
+def _check(args, run_dirs: list[str]) -> None:
+    """Numbers, run folders, task, split and data, before any model is loaded (errors come first and alone)."""
+    import math
+
+    from ..pipeline import read_run
+    from ..tasks import get_task, resolve_data_dir
+
+    for name in ("c", "step_size"):
+        if not math.isfinite(getattr(args, name)):
+            raise UsageError(f"--{name.replace('_', '-')} must be a finite number")
+    if args.batch_size <= 0:
+        raise UsageError(f"--batch-size must be positive, got {args.batch_size}")
+    tasks = [read_run(r)[2] for r in run_dirs]
+    target = get_task(args.task) if args.task else tasks[0]
+    target.load(target.canonical_split(args.split or target.eval_splits[0]), data_dir=resolve_data_dir(args.data_dir))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..errors import UsageError
 from . import ArgumentParser
 
 
@@ -19,6 +20,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the directions and the batches")
     parser.add_argument("--data-dir", help="data folder (default: $ADVTUNE_DATA_DIR)")
     args = parser.parse_args(argv)
+    _check(args)
     from ..surface import surface_for_run
 
     json_path, png = surface_for_run(
@@ -33,3 +35,17 @@ def main(argv: list[str]) -> int:
     )
     print(f"written: {json_path}\nwritten: {png}")
     return 0
+
+
+def _check(args) -> None:
+    """Numbers, the run folder and the task, before the model is loaded (errors come first and alone)."""
+    import math
+
+    from ..pipeline import read_run
+    from ..tasks import get_task
+
+    if not math.isfinite(args.span):
+        raise UsageError("--span must be a finite number")
+    _, _, run_task = read_run(args.run)
+    target = get_task(args.task) if args.task else run_task
+    target.canonical_split(target.train_split)
