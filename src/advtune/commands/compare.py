@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 from ..errors import UsageError
 from . import ArgumentParser
@@ -28,10 +29,10 @@ def main(argv: list[str]) -> int:
         raise UsageError(f"--shuffles must be >= 1, got {args.shuffles}")
 
     from ..evaluation.significance import compare_runs
-    from ..runs import require_run
 
-    require_run(args.run_a)
-    require_run(args.run_b)
+    for run in (args.run_a, args.run_b):
+        if not Path(run).is_dir():
+            raise UsageError(f"run folder {run} {'is a file' if Path(run).exists() else 'does not exist'}")
 
     rows = compare_runs(args.run_a, args.run_b, args.split, shuffles=args.shuffles, seed=args.seed)
     if args.json:
