@@ -19,10 +19,9 @@ import statistics
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from .report import RunRecord
+from .records import RunRecord, aua, method_order, overhead_rows
 
 Figure = tuple[str, Path]
 
@@ -43,12 +42,6 @@ def _slug(text: str) -> str:
 def _median(vals: Sequence[float]) -> float:
     vals = [v for v in vals if v is not None and not math.isnan(v)]
     return statistics.median(vals) if vals else math.nan
-
-
-def _order(methods) -> list[str]:
-    from .report import _order as order
-
-    return order(methods)
 
 
 def _save(fig, path: Path) -> Path:
@@ -88,7 +81,7 @@ def confusion_matrices(records: Sequence[RunRecord], fig_dir: Path) -> list[Figu
         if not mats:
             continue
         mats = {name: m / seeds[name] for name, m in mats.items()}  # mean over seeds: comparable panels
-        methods = _order(mats)
+        methods = method_order(mats)
         fig, axes = plt.subplots(1, len(methods), figsize=(3.4 * len(methods) + 0.6, 3.6), squeeze=False)
         vmax = max(float(m.max()) for m in mats.values()) or 1.0
         for ax, method in zip(axes[0], methods):
@@ -138,8 +131,6 @@ def sweep_points(records: Sequence[RunRecord]) -> dict[tuple[str, str], dict[str
     """
     from collections import Counter
 
-    from .report import aua
-
     groups: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
     for r in records:
         if r.attack:
@@ -177,7 +168,7 @@ def sweep_figures(records: Sequence[RunRecord], fig_dir: Path) -> list[Figure]:
     figures = []
     for (task, xname), by_method in sorted(sweep_points(records).items()):
         fig, ax = plt.subplots(figsize=(5, 3.6))
-        for method in _order(by_method):
+        for method in method_order(by_method):
             pts = by_method[method]
             xs = [p[0] for p in pts]
             line = ax.plot(xs, [p[2] * 100 for p in pts], marker="o", label=f"{method} AUA")[0]
@@ -218,7 +209,7 @@ def epoch_curves(records: Sequence[RunRecord], fig_dir: Path) -> list[Figure]:
         if not any(len(v) > 1 for v in by_method.values()):
             continue  # a single eval point per method is not a curve
         fig, ax = plt.subplots(figsize=(5, 3.6))
-        for method in _order(by_method):
+        for method in method_order(by_method):
             pts = sorted(by_method[method].items())
             ax.plot([e for e, _ in pts], [_median(v) * 100 for _, v in pts], marker="o", label=method)
         ax.set_xlabel("epoch")
@@ -232,7 +223,6 @@ def epoch_curves(records: Sequence[RunRecord], fig_dir: Path) -> list[Figure]:
 
 # ------------------------------------------------------------------------------------------ overhead
 def overhead_figures(overheads: Sequence[Any], fig_dir: Path) -> list[Figure]:
-    from .report import overhead_rows
 
     plt = _plt()
     figures = []
