@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ddp_worker import combined_batch, counting_hook  # noqa: E402
 
 from advtune.methods import get_method  # noqa: E402
-from advtune.modeling import tiny_model  # noqa: E402
+from advtune.testing import tiny_model  # noqa: E402
 
 CASES = {
     # binary labels: TAT's target y_t != y is unique, so no sampling differs between ranks; zero start

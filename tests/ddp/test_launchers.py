@@ -19,7 +19,7 @@ import sys
 
 import pytest
 
-from advtune.modeling import tiny_model, tiny_tokenizer
+from advtune.testing import tiny_model, tiny_tokenizer
 
 from . import SRC
 

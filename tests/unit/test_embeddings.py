@@ -17,7 +17,7 @@ from advtune.embeddings import (
     word_embeddings,
 )
 from advtune.errors import UsageError
-from advtune.modeling import tiny_model
+from advtune.testing import tiny_model
 
 
 def _delta(batch, model, scale=0.1, seed=0):

@@ -11,8 +11,8 @@ from advtune.embeddings import embedding_dim, first_block_output, hooks_left
 from advtune.errors import UsageError
 from advtune.methods import get_method
 from advtune.methods.adversarial import adv_loss
-from advtune.modeling import tiny_model
 from advtune.perturbation import ascent_step, init_delta, normalize
+from advtune.testing import tiny_model
 
 FAMILY = ["fgm", "pgd", "freeat", "freelb", "yopo"]
 

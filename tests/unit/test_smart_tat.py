@@ -14,7 +14,7 @@ from advtune.errors import UsageError
 from advtune.methods import get_method
 from advtune.methods.base import model_inputs, symmetric_kl, task_loss
 from advtune.methods.tat_tally import ErrorTally, load_confusion, sample_targets
-from advtune.modeling import tiny_model, tiny_tokenizer
+from advtune.testing import tiny_model, tiny_tokenizer
 from tests.conftest import toy_sentiment
 
 

@@ -10,7 +10,7 @@ from transformers import Trainer, TrainingArguments
 from advtune.data import collator
 from advtune.methods import get_method
 from advtune.methods.base import Method, MethodConfig, StepOutput, model_inputs, task_loss
-from advtune.modeling import tiny_model
+from advtune.testing import tiny_model
 from advtune.trainer import AdversarialTrainer, ReplaySampler
 
 
