@@ -423,15 +423,27 @@ def find_environment(root: Path) -> tuple[dict[str, Any], str]:
 
 def build_report(root: str | Path, out: str | Path | None = None, plots: bool = True) -> Path:
     """Write ``REPORT.md`` (and ``figures/*.png`` next to it) for a results folder; returns its path."""
-    from . import plots as P
-
     root = Path(root)
     records = collect_runs(root)
     overhead_files = sorted(root.rglob("overhead.json"))
     if not records and not overhead_files:
         raise UsageError(f"no finished run folder (with {runs.METRICS}) and no overhead.json under {root}")
     out = Path(out) if out else root / "REPORT.md"
-    fig_dir = out.parent / "figures"
+    lines = _setup_section(root, records)
+    if records:
+        lines += _result_sections(records)
+    lines += _overhead_sections(root, overhead_files)
+    if plots:
+        lines += _figure_section(records, overhead_files, out)
+    if records:
+        lines += ["## All runs", "", runs_table(records), ""]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines), encoding="utf-8")
+    return out
+
+
+def _setup_section(root: Path, records: Sequence[RunRecord]) -> list[str]:
+    """Title, provenance, hardware, what was run and the table conventions."""
     env, env_src = find_environment(root)
     lines = [f"# Results: {root.name}", ""]
     lines += [
@@ -456,20 +468,29 @@ def build_report(root: str | Path, out: str | Path | None = None, plots: bool = 
         f"`*`: paired test vs `{BASELINE}` on the same examples and seed, p < 0.05 in most seeds.",
         "",
     ]
-    if records:
-        lines += ["## Summary", "", summary_table(records) or "", ""]
-        for i, split in enumerate(_split_names(records)):
-            table = main_table(records, i)
-            if table:
-                lines += [f"## Clean results (evaluation split {i + 1}: {split})", "", table, ""]
-        for title, table in (
-            ("Zero-shot transfer to other tasks (same label space)", transfer_table(records)),
-            ("Accuracy under the word-substitution attack", attack_table(records)),
-            ("Training cost", step_time_table(records)),
-            ("Embedding-space robustness: median ΔL_max (FreeLB eq. 5)", robustness_table(records)),
-        ):
-            if table:
-                lines += [f"## {title}", "", table, ""]
+    return lines
+
+
+def _result_sections(records: Sequence[RunRecord]) -> list[str]:
+    """The summary, one clean-results table per split position, then each table the runs have data for."""
+    lines = ["## Summary", "", summary_table(records) or "", ""]
+    for i, split in enumerate(_split_names(records)):
+        table = main_table(records, i)
+        if table:
+            lines += [f"## Clean results (evaluation split {i + 1}: {split})", "", table, ""]
+    for title, table in (
+        ("Zero-shot transfer to other tasks (same label space)", transfer_table(records)),
+        ("Accuracy under the word-substitution attack", attack_table(records)),
+        ("Training cost", step_time_table(records)),
+        ("Embedding-space robustness: median ΔL_max (FreeLB eq. 5)", robustness_table(records)),
+    ):
+        if table:
+            lines += [f"## {title}", "", table, ""]
+    return lines
+
+
+def _overhead_sections(root: Path, overhead_files: Sequence[Path]) -> list[str]:
+    lines: list[str] = []
     for f in overhead_files:
         data = runs.read_json(f)
         table = overhead_table(data)
@@ -477,17 +498,20 @@ def build_report(root: str | Path, out: str | Path | None = None, plots: bool = 
             lines += [f"## Overhead ({f.relative_to(root)})", "", table, ""]
             if isinstance(data, dict) and data.get("kwargs"):
                 lines += [f"Settings: {', '.join(f'{k}={v}' for k, v in data['kwargs'].items())}.", ""]
-    if plots:
-        figures = P.all_figures(records, [runs.read_json(f) for f in overhead_files], fig_dir)
-        if figures:
-            lines += ["## Figures", ""]
-            for title, path in figures:
-                lines += [f"### {title}", "", f"![{title}]({os.path.relpath(path, out.parent)})", ""]
-    if records:
-        lines += ["## All runs", "", runs_table(records), ""]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines), encoding="utf-8")
-    return out
+    return lines
+
+
+def _figure_section(records: Sequence[RunRecord], overhead_files: Sequence[Path], out: Path) -> list[str]:
+    """Draws the figures into ``figures/`` next to the report and links them (paths relative to the report)."""
+    from . import plots as P
+
+    figures = P.all_figures(records, [runs.read_json(f) for f in overhead_files], out.parent / "figures")
+    if not figures:
+        return []
+    lines = ["## Figures", ""]
+    for title, path in figures:
+        lines += [f"### {title}", "", f"![{title}]({os.path.relpath(path, out.parent)})", ""]
+    return lines
 
 
 def _split_names(records: Sequence[RunRecord]) -> list[str]:
