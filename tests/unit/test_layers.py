@@ -187,6 +187,11 @@ def test_imports_go_down_the_layers(graph):
     assert layer_violations(graph) == []
 
 
+def test_the_library_never_imports_its_testing_api(graph):
+    """``advtune.testing`` is for tests: placing it on top keeps the layers below off it, this keeps the rest off."""
+    assert sorted(m for m, deps in graph.items() if "advtune.testing" in deps) == []
+
+
 def test_known_exceptions_are_still_needed(graph):
     """An exception whose import is gone must be deleted, so the table never hides a new one."""
     stale = [edge for edge in KNOWN_EXCEPTIONS if edge[1] not in graph.get(edge[0], set())]
