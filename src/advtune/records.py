@@ -216,8 +216,9 @@ def load_record(run: Path) -> RunRecord:
         _ = (record.method, record.task)  # the keys every table groups by
     except (KeyError, TypeError, AttributeError):
         raise DamagedRun(f"{runs.RUN_CONFIG} names no method or no task") from None
-    for f in sorted([*run.glob("attack/*/metrics.json"), *run.glob("eval/*/metrics.json")]):
-        _read_dict(run, f)
+    for pattern in ("attack/*/metrics.json", "eval/*/metrics.json", "robustness/*.json", "surface/*.json"):
+        for f in sorted(run.glob(pattern)):
+            _read_dict(run, f)
     for f in (run / "train_stats.json", run / "log_history.json"):
         if f.is_file():
             _read(run, f)
