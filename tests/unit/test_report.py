@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from advtune import runs
-from advtune.report import build_report, collect_runs, primary_metric
+from advtune.records import collect_runs, primary_metric
+from advtune.report import build_report
 
 LABELS = ["negative", "positive"]
 
