@@ -216,12 +216,16 @@ def load_record(run: Path) -> RunRecord:
         _ = (record.method, record.task)  # the keys every table groups by
     except (KeyError, TypeError, AttributeError):
         raise DamagedRun(f"{runs.RUN_CONFIG} names no method or no task") from None
+    if not isinstance(record.splits, dict) or not all(isinstance(m, dict) for m in record.splits.values()):
+        raise DamagedRun(f"{runs.METRICS}: 'splits' is not a mapping of split to metrics")
     for pattern in ("attack/*/metrics.json", "eval/*/metrics.json", "robustness/*.json", "surface/*.json"):
         for f in sorted(run.glob(pattern)):
             _read_dict(run, f)
-    for f in (run / "train_stats.json", run / "log_history.json"):
-        if f.is_file():
-            _read(run, f)
+    if (run / "train_stats.json").is_file():
+        _read_dict(run, run / "train_stats.json")
+    history = run / "log_history.json"
+    if history.is_file() and not isinstance(_read(run, history), list):
+        raise DamagedRun("log_history.json: expected a JSON list")
     for f in sorted(run.glob("eval/*/predictions.jsonl")):
         _check_jsonl(run, f)
     return record
