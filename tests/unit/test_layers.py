@@ -1,4 +1,8 @@
-"""The layers contract of the architecture (DESIGN.md, "Layers"), checked on the import graph of the source.
+"""The layers contract of the architecture, checked on the import graph of the source.
+
+Top to bottom: commands and the CLI; bench, report and plots (grids and readers of run folders);
+one run end to end (pipeline, attack run); trainer, evaluation and attack algorithms; methods and
+tasks; foundations (run folders and their records, modeling, embeddings, perturbation, errors, ...).
 
 Each module of ``advtune`` belongs to one layer of :data:`LAYERS` and imports only from its own layer or
 the layers below it, and the import graph has no cycle. Imports are read from the source with ``ast``,
