@@ -5,19 +5,19 @@ from __future__ import annotations
 import pytest
 import torch
 
+from advtune.dropout_replay import RNGState
 from advtune.embeddings import (
-    RNGState,
     embedding_dim,
-    first_block,
     forward_with_delta,
     hooks_left,
     input_embedding_module,
     perturb_embeddings,
-    unwrap,
     word_embeddings,
 )
 from advtune.errors import UsageError
+from advtune.methods.yopo_blocks import first_block
 from advtune.modeling import tiny_model
+from advtune.wrappers import unwrap
 
 
 def _delta(batch, model, scale=0.1, seed=0):

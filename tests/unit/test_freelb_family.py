@@ -7,10 +7,11 @@ import contextlib
 import pytest
 import torch
 
-from advtune.embeddings import embedding_dim, first_block_output, hooks_left
+from advtune.embeddings import embedding_dim, hooks_left
 from advtune.errors import UsageError
-from advtune.methods import get_method
-from advtune.methods.adversarial import adv_loss
+from advtune.methods import Backward, get_method
+from advtune.methods.embedding_space import adv_loss
+from advtune.methods.yopo_blocks import first_block_output
 from advtune.modeling import tiny_model
 from advtune.perturbation import ascent_step, init_delta, normalize
 
@@ -88,8 +89,8 @@ def test_freelb_dropout_mask_reuse(batch, monkeypatch, reuse):
 def test_freelb_inner_passes_run_under_no_sync(batch):
     entered = []
     method = get_method("freelb", adv_steps=3)
-    method.no_sync = lambda: contextlib.nullcontext(entered.append(1))
-    method.step(tiny_model(dropout=0.0), dict(batch), lambda loss: loss.backward())
+    backward = Backward(lambda loss: loss.backward(), no_sync=lambda: contextlib.nullcontext(entered.append(1)))
+    method.step(tiny_model(dropout=0.0), dict(batch), backward)
     assert len(entered) == 2  # K - 1 inner passes; the last backward syncs
 
 
@@ -207,7 +208,7 @@ def test_first_block_output_is_layer_one_hidden_state(batch):
 
 def test_yopo_frozen_p_times_f0_jacobian_is_the_full_gradient(batch):
     """At the δ of the full pass, ∂(p · f0(X + δ))/∂δ with p = ∂L/∂f0-output equals ∂L/∂δ (chain rule)."""
-    from advtune.embeddings import record_first_block
+    from advtune.methods.yopo_blocks import record_first_block
 
     model = tiny_model(dropout=0.0).train()
     delta = (torch.randn(*batch["input_ids"].shape, embedding_dim(model)) * 0.1).requires_grad_()

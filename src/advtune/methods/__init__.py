@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import UsageError
-from .base import Method, MethodConfig, StepOutput
+from .base import METHOD_STATE_FILE, Backward, Method, MethodConfig, StepOutput
 from .cat import CAT
 from .fgm import FGM
 from .freeat import FreeAT
@@ -60,4 +60,14 @@ def get_method(name: str, config: MethodConfig | None = None, **overrides: Any) 
     return get_method_class(name)(config, **overrides)
 
 
-__all__ = ["METHODS", "Method", "MethodConfig", "StepOutput", "get_method", "get_method_class", "register_method"]
+__all__ = [
+    "METHODS",
+    "METHOD_STATE_FILE",
+    "Backward",
+    "Method",
+    "MethodConfig",
+    "StepOutput",
+    "get_method",
+    "get_method_class",
+    "register_method",
+]

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
+from ..distributed import all_reduce_sum
 from ..errors import UsageError
 from .base import cfg_field, task_loss
 from .tat_tally import ErrorTally, load_confusion
@@ -87,7 +87,7 @@ class TAT(VAT):
         self.generator: torch.Generator | None = None
         self.label_names: list[str] | None = None
 
-    def setup(self, model: torch.nn.Module) -> torch.nn.Module:
+    def setup(self, model: torch.nn.Module, tokenizer: Any = None, task: Any = None) -> torch.nn.Module:
         id2label = getattr(getattr(model, "config", None), "id2label", None) or {}
         self.label_names = [str(id2label.get(i, i)) for i in range(len(id2label))] or None
         return model
@@ -125,12 +125,7 @@ class TAT(VAT):
     def on_epoch_end(self, epoch: int) -> dict[str, float]:
         if self.tally is None:
             return {}
-        if dist.is_available() and dist.is_initialized():
-            counts = self.tally.counts.clone()
-            if dist.get_backend() == "nccl":
-                counts = counts.cuda()
-            dist.all_reduce(counts)
-            self.tally.counts.copy_(counts.cpu())
+        self.tally.counts.copy_(all_reduce_sum(self.tally.counts))
         logs = self.tally.summary(self.label_names)
         logger.info("TAT error tally after epoch %s (rows gold, columns predicted):\n%s", epoch, self.tally.counts)
         self.tally.refresh()
