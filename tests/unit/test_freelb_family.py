@@ -72,16 +72,13 @@ def test_freelb_gradient_is_mean_of_k_per_step_gradients(batch, norm):
 @pytest.mark.parametrize("reuse", [True, False])
 def test_freelb_dropout_mask_reuse(batch, monkeypatch, reuse):
     """δ held at 0: the K forwards of one step give identical logits iff the dropout mask is reused."""
-    import advtune.methods.freelb as freelb_mod
-
-    monkeypatch.setattr(freelb_mod, "ascent_step", lambda delta, *a, **k: torch.zeros_like(delta).detach())
+    method = get_method("freelb", adv_steps=2, adv_init="zero", adv_reuse_dropout=reuse)
+    monkeypatch.setattr(method, "next_delta", lambda frame, delta, *a: torch.zeros_like(delta).detach())
     model = tiny_model(dropout=0.3, seed=0).train()
     logits = []
     model.classifier.register_forward_hook(lambda m, a, out: logits.append(out.detach()))
     torch.manual_seed(0)
-    get_method("freelb", adv_steps=2, adv_init="zero", adv_reuse_dropout=reuse).step(
-        model, dict(batch), lambda loss: loss.backward()
-    )
+    method.step(model, dict(batch), lambda loss: loss.backward())
     assert len(logits) == 2
     assert torch.equal(logits[0], logits[1]) is reuse
 
