@@ -1,8 +1,8 @@
 """The method registry: one literal dict, ``get_method()`` and ``register_method()``.
 
-Adding a method: ``methods/<name>.py`` (config + class), one line in ``METHODS``,
-``docs/methods/<name>.md`` and a ``configs/<name>_*.yaml`` preset. The contract test runs over
-every entry of ``METHODS``.
+Adding a method: ``methods/<name>.py`` (config + class) and one line in ``METHODS``; its
+``docs/methods/<name>.md`` page and a ``configs/<name>_*.yaml`` preset are required by a test over
+the registry, and the contract, family and launcher tests run over every entry of ``METHODS``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from .freeat import FreeAT
 from .freelb import FreeLB
 from .peaft import PEAFT
 from .pgd import PGD
+from .r3f import R3F
+from .r4f import R4F
 from .rose import ROSE
 from .smart import SMART
 from .standard import Standard
@@ -37,6 +39,8 @@ METHODS: dict[str, type[Method]] = {
     "smart": SMART,
     "tat": TAT,
     "cat": CAT,
+    "r3f": R3F,
+    "r4f": R4F,
 }
 
 
