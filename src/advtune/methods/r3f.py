@@ -11,12 +11,14 @@ Choices: z is zero on padding positions; the gradient of KL_S flows through both
 and the two passes draw their own dropout masks, as the authors' fairseq code does
 (``adv_reuse_dropout`` gives the noised pass the clean pass's masks). Regression tasks: the squared
 error between the two outputs in place of KL_S (a departure: the paper only treats classification).
-λ = 0 skips the noised pass: exactly standard fine-tuning. Cost: 2 forward + 1 backward through both.
+λ = 0 skips the noised pass: exactly standard fine-tuning. Cost: 2 forward + 1 backward through both,
+plus one no-grad forward every ``adv_diagnostics_every`` steps for ``diag/*`` (what z alone does).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -25,7 +27,7 @@ from ..embeddings import forward_with_delta
 from ..perturbation import init_delta
 from .base import Method, StepOutput, cfg_field, is_regression, model_inputs, symmetric_kl, task_loss
 from .embedding_space import delta_frame
-from .smoothness import SmoothnessConfig
+from .smoothness import Diagnostics, SmoothnessConfig, output_shift
 
 NOISES = ("normal", "uniform")
 
@@ -49,6 +51,10 @@ class R3F(Method):
     config_class = R3FConfig
     paper = {"title": "Better Fine-Tuning by Reducing Representational Collapse", "arxiv": "2008.03156"}
 
+    def __init__(self, config: R3FConfig | None = None, **overrides: Any) -> None:
+        super().__init__(config, **overrides)
+        self.diagnostics = Diagnostics()
+
     def noise(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """z of shape ``(B, L, H)``, fp32, zero on padding (``linf`` uniform init is plain U(−σ, σ))."""
         like, mask = delta_frame(model, inputs)
@@ -60,6 +66,7 @@ class R3F(Method):
             return StepOutput(task_loss(model(**batch).logits, inputs["labels"], regression), {})
         z = self.noise(model, inputs)
         rng = dropout_rng(cfg.adv_reuse_dropout, model, z.device)  # after z's draw, as FreeLB
+        masks = self.diagnostics.start(cfg.adv_diagnostics_every, z.device)
         with maybe_replay(rng):
             clean = model(**batch).logits
         loss = task_loss(clean, inputs["labels"], regression)
@@ -67,6 +74,10 @@ class R3F(Method):
             noised = forward_with_delta(model, batch, z).logits
         sym_kl = symmetric_kl(clean, noised, regression)
         metrics = {"r3f/sym_kl": float(sym_kl.detach()), "adv/clean_loss": float(loss.detach())}
+        if masks is not None:  # z alone, with the clean pass's dropout masks (smoothness.Diagnostics)
+            with Diagnostics.masks(masks):
+                masks.restore()
+                metrics.update(output_shift(clean, forward_with_delta(model, batch, z).logits, regression))
         return StepOutput(loss + cfg.adv_alpha * sym_kl, metrics)
 
 

@@ -48,7 +48,7 @@ from ..dropout_replay import RNGState, dropout_rng, maybe_replay
 from ..embeddings import embedding_output_dim, forward_with_delta, word_embeddings
 from ..perturbation import NORMS, ascent_step, gradient_share, init_delta, masked_norm, project, unit_linf_step
 from .base import Backward, Method, StepOutput, cfg_field, is_regression, model_inputs, symmetric_kl, task_loss
-from .smoothness import SmoothnessConfig
+from .smoothness import Diagnostics, SmoothnessConfig, output_shift
 
 Objective = Callable[[torch.Tensor], torch.Tensor]
 NoSync = Callable[[], contextlib.AbstractContextManager]
@@ -93,6 +93,11 @@ class VAT(Method):
     descend = False  # the inner steps ascend their objective; TAT descends toward a target label
     last_gradient_share = 0.0  # mtdnn variant: the gradient's share of the last unit-L∞ step (logged)
 
+    def __init__(self, config: VATConfig | None = None, **overrides: Any) -> None:
+        super().__init__(config, **overrides)
+        self.diagnostics = Diagnostics()
+        self.start: torch.Tensor | None = None
+
     def inner_objective(
         self, clean_logits: torch.Tensor, inputs: dict[str, Any], regression: bool
     ) -> tuple[Objective, dict[str, float]]:
@@ -136,6 +141,7 @@ class VAT(Method):
             delta = project(
                 init_delta(like, mask, "normal", cfg.adv_init_scale, cfg.adv_norm), mask, cfg.adv_epsilon, cfg.adv_norm
             )
+        self.start = delta.detach()  # δ_0, for the diagnostics of the inner steps
         for _ in range(cfg.adv_steps):
             delta.requires_grad_()
             with torch.enable_grad(), no_sync(), maybe_replay(rng):  # also when called under no_grad
@@ -162,6 +168,7 @@ class VAT(Method):
         regression = is_regression(model)
         batch = model_inputs(inputs)
         rng = dropout_rng(cfg.adv_reuse_dropout, model, inputs["input_ids"].device)
+        masks = self.diagnostics.start(cfg.adv_diagnostics_every, inputs["input_ids"].device)
         with maybe_replay(rng):
             clean = model(**batch).logits
         clean_loss = task_loss(clean, inputs["labels"], regression)
@@ -187,4 +194,23 @@ class VAT(Method):
                 ),
             }
         )
+        if masks is not None:
+            metrics.update(self.diagnose(model, batch, clean, delta, masks, regression))
         return StepOutput(loss, metrics)
+
+    # ------------------------------------------------------------------ diagnostics (diag/*)
+    def replayed(self, model: torch.nn.Module, batch: dict[str, Any], delta: torch.Tensor, masks: RNGState):
+        """Logits of x + δ without gradients, with the clean pass's dropout masks, random stream untouched."""
+        with Diagnostics.masks(masks):
+            masks.restore()
+            return forward_with_delta(model, batch, delta, self.site).logits
+
+    def diagnose(self, model, batch: dict[str, Any], clean, delta, masks: RNGState, regression: bool) -> dict:
+        """How much the final δ alone moves the outputs (``diag/sym_kl``, ``diag/abs_dlogit``), plus
+        :meth:`diagnose_inner`'s view of the inner steps."""
+        shifted = self.replayed(model, batch, delta, masks)
+        return {**output_shift(clean, shifted, regression), **self.diagnose_inner(model, batch, shifted, masks)}
+
+    def diagnose_inner(self, model: torch.nn.Module, batch: dict[str, Any], shifted: torch.Tensor, masks):
+        """What the inner steps achieved on their own objective (TAT: the target's probability); none for VAT."""
+        return {}
