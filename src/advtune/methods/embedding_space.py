@@ -3,7 +3,8 @@
 :class:`EmbeddingFamilyConfig` declares the fields every adversary on the word embeddings has
 (``adv_epsilon``, ``adv_norm``) and :class:`AscentConfig` those of the iterated ones
 (``adv_step_size``, ``adv_init``, ``adv_init_scale``), each once with its validation and one meaning
-everywhere; a method's config only retunes a default to its paper's. :func:`delta_frame` gives the
+everywhere; a method's config only retunes a default or help text to its paper's (a redeclared field
+keeps its place and its validation). :func:`delta_frame` gives the
 shape/mask δ lives in; :func:`adv_loss` runs one forward pass with δ on the word embeddings.
 """
 

@@ -47,6 +47,7 @@ class FGMConfig(DropoutReplayConfig, EmbeddingFamilyConfig):
     """
 
     adv_epsilon: float = cfg_field(0.1, "size epsilon of the single gradient step (per example)")
+    adv_norm: str = cfg_field("l2", "l2 = FGM (normalised gradient), linf = FGSM (sign of the gradient)")
     adv_weight: float = cfg_field(1.0, "weight w of the adversarial loss: objective (clean + w*adv)/(1+w)")
 
     def validate(self) -> None:
