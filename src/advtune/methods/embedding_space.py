@@ -4,8 +4,8 @@
 (``adv_epsilon``, ``adv_norm``) and :class:`AscentConfig` those of the iterated ones
 (``adv_step_size``, ``adv_init``, ``adv_init_scale``), each once with its validation and one meaning
 everywhere; a method's config only retunes a default or help text to its paper's (a redeclared field
-keeps its place and its validation). :func:`delta_frame` gives the
-shape/mask δ lives in; :func:`adv_loss` runs one forward pass with δ on the word embeddings.
+keeps its place and its validation). :func:`delta_frame` gives the shape/mask δ lives in;
+:func:`adv_loss` runs one forward pass with δ on the word embeddings.
 """
 
 from __future__ import annotations
