@@ -45,3 +45,26 @@ def test_setup_accepts_the_tokenizer_and_the_task(name):
     """The pipeline calls ``setup(model, tokenizer=..., task=...)``; an override taking only the model breaks it."""
     setup = METHODS[name].setup
     inspect.signature(setup).bind(METHODS[name](), None, tokenizer=None, task=None)
+
+
+def test_register_method_refuses_a_setup_without_tokenizer_and_task(monkeypatch):
+    from advtune.errors import UsageError
+    from advtune.methods import register_method
+    from advtune.methods.standard import Standard
+
+    class Old(Standard):
+        name = "old-setup"
+
+        def setup(self, model):
+            return model
+
+    class New(Standard):
+        name = "new-setup"
+
+        def setup(self, model, **kwargs):
+            return model
+
+    monkeypatch.setattr("advtune.methods.METHODS", dict(METHODS))
+    with pytest.raises(UsageError, match=r"^Old.setup must accept tokenizer=None and task=None keywords$"):
+        register_method(Old)
+    assert register_method(New) is New

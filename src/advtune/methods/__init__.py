@@ -7,6 +7,7 @@ the registry, and the contract, family and launcher tests run over every entry o
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from ..errors import UsageError
@@ -45,9 +46,16 @@ METHODS: dict[str, type[Method]] = {
 
 
 def register_method(cls: type[Method]) -> type[Method]:
-    """Register a user's own :class:`Method` subclass under ``cls.name``."""
+    """Register a user's own :class:`Method` subclass under ``cls.name``.
+
+    The pipeline calls ``setup(model, tokenizer=..., task=...)``; an override written for the older
+    ``setup(model)`` is refused here rather than failing after the data and model are loaded.
+    """
     if not cls.name:
         raise UsageError(f"{cls.__name__} has no name")
+    params = inspect.signature(cls.setup).parameters
+    if not ({"tokenizer", "task"} <= set(params) or any(p.kind is p.VAR_KEYWORD for p in params.values())):
+        raise UsageError(f"{cls.__name__}.setup must accept tokenizer=None and task=None keywords")
     METHODS[cls.name] = cls
     return cls
 
