@@ -25,7 +25,7 @@ from . import runs
 from .config import AdvTrainingArguments, ModelArguments, RunArguments, TaskArguments, dataclass_values
 from .data import collator, encode
 from .errors import UsageError
-from .methods import Method, get_method_class
+from .methods import METHOD_STATE_FILE, Method, get_method_class
 from .modeling import load_model, load_tokenizer
 from .tasks import multiple_choice as mc
 
@@ -222,7 +222,7 @@ def run_training(
 
     from .trainer import AdversarialTrainer
 
-    model = method.setup(model)
+    model = method.setup(model, tokenizer=tokenizer, task=task)
     timer = _StepTimer()
     eval_ds = next(iter(evals.values()), None)
     trainer = AdversarialTrainer(
@@ -244,7 +244,7 @@ def run_training(
     method.save_inference_model(inference, tokenizer, out)
     state = method.state_dict()
     if state:
-        torch.save(state, out / "method_state.pt")
+        torch.save(state, out / METHOD_STATE_FILE)
     runs.write_json_atomic(out / "log_history.json", trainer.state.log_history)
     runs.write_json_atomic(
         out / "train_stats.json",

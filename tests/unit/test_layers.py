@@ -75,6 +75,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [  # top to bottom
             "advtune.dropout_replay",
             "advtune.perturbation",
             "advtune.distributed",
+            "advtune.wrappers",  # the one unwrap (DDP / compile / PEFT)
             "advtune.errors",
             "advtune.evaluation.metrics",  # metric functions, needed by records to pick a headline metric
         ),

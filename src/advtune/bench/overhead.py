@@ -78,7 +78,7 @@ def _peak_rss_mb() -> float | None:
 def _batch(model: Any, batch_size: int, seq_len: int, device: Any, seed: int) -> dict[str, Any]:
     import torch
 
-    from ..embeddings import unwrap
+    from ..wrappers import unwrap
 
     config = unwrap(model).config
     vocab = int(config.vocab_size)
@@ -99,9 +99,9 @@ def _measure_one(
     """Train ``warmup + steps`` steps of one method; return its raw timings, passes and memory."""
     import torch
 
-    from ..embeddings import unwrap
     from ..methods import get_method
     from ..modeling import load_model
+    from ..wrappers import unwrap
 
     if threads:
         torch.set_num_threads(threads)
