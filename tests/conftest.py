@@ -12,7 +12,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from advtune.modeling import tiny_model, tiny_tokenizer  # noqa: E402
+from advtune.testing import tiny_model, tiny_tokenizer  # noqa: E402
 
 POS = ["good", "great", "excellent", "wonderful", "fun", "best", "love", "nice"]
 NEG = ["bad", "awful", "terrible", "boring", "dull", "worst", "hate", "poor"]

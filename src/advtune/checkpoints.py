@@ -54,7 +54,7 @@ def problem(ckpt: Path) -> str | None:
         if runs.read_json(ckpt / "trainer_state.json").get("global_step") != _step(ckpt):
             return "trainer_state.json does not match the folder's step"
     except UsageError as exc:
-        return f"damaged {str(exc).split(' is ')[0].rsplit('/', 1)[-1]}"
+        return f"damaged {Path(getattr(exc, 'path', '?')).name}"
     return None
 
 

@@ -10,7 +10,7 @@ import importlib
 import os
 import sys
 
-from .errors import UsageError
+from .errors import UsageError, describe
 
 COMMANDS: dict[str, str] = {
     "train": "advtune.commands.train",
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return int(module.main(rest) or 0)
     except UsageError as exc:
-        print(f"advtune {command}: error: {exc}", file=sys.stderr)
+        print(f"advtune {command}: error: {describe(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"advtune {command}: interrupted (finished runs are kept; rerun with --resume)", file=sys.stderr)

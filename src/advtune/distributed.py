@@ -13,6 +13,7 @@ shards' values first:
 * :func:`sum_rows`: the union of sparse rows (token id, gradient) over processes, summed per id: the
   batch gradient of the embedding matrix without a dense vocabulary-sized all-reduce.
 * :func:`same_choice`: a random decision made once, on rank 0, and shared.
+* :func:`all_reduce_sum`: a tensor summed over processes (TAT's error tally at the epoch end).
 
 Tensors travel on the backend's device (CUDA for NCCL) and come back on the caller's device.
 """
@@ -86,6 +87,15 @@ def sum_rows(ids: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch
     union, inverse = torch.unique(all_ids, sorted=True, return_inverse=True)
     summed = all_rows.new_zeros(union.numel(), rows.shape[1]).index_add_(0, inverse, all_rows)
     return union, summed
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """``t`` summed over processes, as a new tensor on ``t``'s device (``t`` itself with one process)."""
+    if world_size() == 1:
+        return t
+    total = t.detach().clone().to(_comm_device(t))
+    dist.all_reduce(total)
+    return total.to(t.device)
 
 
 def same_choice(p: float = 0.5) -> bool:

@@ -10,9 +10,8 @@ Perturbing = a forward hook on the input-embedding module that adds δ to its ou
 word (sub-word) embeddings only, leaving position and segment embeddings unchanged (FreeLB §3).
 The hook lives only inside :func:`perturb_embeddings`, so no hook is ever left behind.
 
-Dropout-mask reuse (FreeLB §3.3): :class:`RNGState` captures the CPU/CUDA generator state once
-per step and :meth:`RNGState.replay` restores it before each repeated forward, so every forward of
-the step draws the same dropout masks.
+Dropout-mask reuse lives in :mod:`advtune.dropout_replay`, YOPO's first-block helpers beside YOPO
+(:mod:`advtune.methods.yopo_blocks`).
 """
 
 from __future__ import annotations
@@ -23,21 +22,16 @@ from typing import Any
 
 import torch
 
+from .errors import UsageError
+from .wrappers import unwrap
+
 _HOOK_TAG = "_advtune_delta_hook"
 
 
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """Strip DDP / DataParallel / accelerate wrappers (``.module``) and ``torch.compile`` (``_orig_mod``)."""
-    while True:
-        inner = getattr(model, "module", None)
-        if isinstance(inner, torch.nn.Module):
-            model = inner
-            continue
-        inner = getattr(model, "_orig_mod", None)
-        if isinstance(inner, torch.nn.Module):
-            model = inner
-            continue
-        return model
+def tag_hook(hook: Any) -> Any:
+    """Mark a forward hook as this package's, so :func:`hooks_left` counts it (tests assert none stay)."""
+    setattr(hook, _HOOK_TAG, True)
+    return hook
 
 
 def input_embedding_module(model: torch.nn.Module) -> torch.nn.Module:
@@ -68,8 +62,6 @@ def embedding_output_module(model: torch.nn.Module) -> torch.nn.Module:
     inner = unwrap(model)
     module = getattr(getattr(inner, "base_model", inner), "embeddings", None)
     if not isinstance(module, torch.nn.Module):
-        from .errors import UsageError
-
         raise UsageError(
             f"{type(inner).__name__} has no base_model.embeddings layer, so its embedding output cannot be "
             "perturbed; use adv_variant=paper (perturb the word embeddings)"
@@ -106,8 +98,7 @@ def _delta_hook(delta: torch.Tensor):
             )
         return output + d.to(dtype=output.dtype, device=output.device)
 
-    setattr(hook, _HOOK_TAG, True)
-    return hook
+    return tag_hook(hook)
 
 
 @contextlib.contextmanager
@@ -139,150 +130,17 @@ def forward_with_delta(
 
 
 def hooks_left(model: torch.nn.Module) -> int:
-    """Number of hooks of this module (δ, first-block recorders) still attached to the model (tests assert 0)."""
+    """Number of hooks of this package (δ, first-block recorders) still attached to the model (tests assert 0)."""
     return sum(1 for m in unwrap(model).modules() for fn in m._forward_hooks.values() if getattr(fn, _HOOK_TAG, False))
 
 
-def first_block(model: torch.nn.Module) -> torch.nn.Module:
-    """The first Transformer block, found generically: element 0 of the first non-empty
-    ``ModuleList`` whose elements all share one class (``encoder.layer``, ``layers``, ``h``...).
-
-    Used by YOPO, whose ``f0`` is "the layers up to the output of the first Transformer block"
-    (FreeLB §4.3). Raises :class:`~advtune.errors.UsageError` when the model has no such stack.
-    """
-    for module in unwrap(model).modules():
-        if isinstance(module, torch.nn.ModuleList) and len(module) > 1:
-            kinds = {type(m) for m in module}
-            if len(kinds) == 1 and any(p.numel() for p in module[0].parameters()):
-                return module[0]
-    from .errors import UsageError
-
-    raise UsageError(
-        f"{type(unwrap(model)).__name__} has no stack of distinct Transformer blocks (ALBERT shares one layer "
-        "across depth), so the output of its first block is not defined; use freelb instead of yopo"
-    )
-
-
-def _hidden(output: Any) -> torch.Tensor:
-    """The hidden-state tensor of a block's output (a tensor, or the first item of a tuple/ModelOutput)."""
-    if isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, Mapping):
-        return next(iter(output.values()))
-    return output[0]
-
-
-class _StopForward(Exception):
-    pass
-
-
-@contextlib.contextmanager
-def record_first_block(model: torch.nn.Module) -> Iterator[dict[str, torch.Tensor]]:
-    """Record the first block's hidden output (``rec["output"]``) and, after backward, ∂L/∂output
-    (``rec["grad"]``) of every forward inside the block: YOPO's frozen ``p`` at ``f0``'s output."""
-    rec: dict[str, torch.Tensor] = {}
-
-    def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
-        hidden = _hidden(output)
-        rec["output"] = hidden
-        if hidden.requires_grad:
-            hidden.register_hook(lambda g: rec.__setitem__("grad", g.detach()))
-
-    setattr(hook, _HOOK_TAG, True)
-    handle = first_block(model).register_forward_hook(hook)
-    try:
-        yield rec
-    finally:
-        handle.remove()
-
-
-def first_block_output(model: torch.nn.Module, inputs: Mapping[str, Any], delta: torch.Tensor | None) -> torch.Tensor:
-    """``f0(X + δ)``: embeddings through the first Transformer block only (the rest is skipped).
-
-    Runs the *unwrapped* model (no DDP bookkeeping: callers differentiate w.r.t. δ only) and stops
-    the forward with an exception raised from a hook on the first block, so it works for any
-    model that :func:`first_block` understands.
-    """
-    inner = unwrap(model)
-    rec: dict[str, torch.Tensor] = {}
-
-    def stop(module: torch.nn.Module, args: Any, output: Any) -> None:
-        rec["output"] = _hidden(output)
-        raise _StopForward
-
-    setattr(stop, _HOOK_TAG, True)
-    handle = first_block(inner).register_forward_hook(stop)
-    try:
-        forward_with_delta(inner, inputs, delta)
-    except _StopForward:
-        pass
-    finally:
-        handle.remove()
-    if "output" not in rec:
-        raise RuntimeError("the forward pass did not reach the first Transformer block")
-    return rec["output"]
-
-
-class RNGState:
-    """A snapshot of the CPU (and one CUDA device's) RNG, replayed to reuse dropout masks.
-
-    Usage (FreeLB §3.3, the same mask ``m_0`` for all K ascent steps)::
-
-        rng = RNGState.capture(device)
-        for t in range(K):
-            with rng.replay():
-                loss = forward(...)
-
-    :meth:`replay` restores the captured state on entry and leaves the generator where the forward
-    left it on exit, so code after the last replay continues the stream exactly as after a single
-    forward (the next step gets fresh masks). Capture *after* drawing δ's random init, otherwise
-    the first forward's dropout would reuse the init's random numbers.
-    """
-
-    def __init__(self, cpu: torch.Tensor, cuda: torch.Tensor | None, device: torch.device) -> None:
-        self.cpu, self.cuda, self.device = cpu, cuda, device
-
-    @classmethod
-    def capture(cls, device: torch.device | str | None = None) -> RNGState:
-        dev = torch.device(device) if device is not None else torch.device("cpu")
-        cuda = None
-        if dev.type == "cuda" and torch.cuda.is_available():
-            cuda = torch.cuda.get_rng_state(dev)
-        return cls(torch.get_rng_state(), cuda, dev)
-
-    def restore(self) -> None:
-        torch.set_rng_state(self.cpu)
-        if self.cuda is not None:
-            torch.cuda.set_rng_state(self.cuda, self.device)
-
-    @contextlib.contextmanager
-    def replay(self) -> Iterator[None]:
-        self.restore()
-        yield
-
-
-@contextlib.contextmanager
-def maybe_replay(rng: RNGState | None) -> Iterator[None]:
-    """``rng.replay()`` when dropout reuse is on, a no-op otherwise."""
-    if rng is None:
-        yield
-    else:
-        with rng.replay():
-            yield
-
-
 __all__ = [
-    "RNGState",
     "embedding_dim",
-    "first_block",
-    "first_block_output",
     "forward_with_delta",
     "hooks_left",
     "input_embedding_module",
-    "maybe_replay",
     "perturb_embeddings",
-    "record_first_block",
-    "unwrap",
+    "tag_hook",
     "word_embeddings",
 ]
 
@@ -333,8 +191,7 @@ def _row_delta_hook(token_ids: torch.Tensor, row_delta: torch.Tensor):
         add = row_delta.to(device=output.device, dtype=output.dtype)[pos]
         return output + add * hit.to(output.dtype)
 
-    setattr(hook, _HOOK_TAG, True)  # counted by hooks_left()
-    return hook
+    return tag_hook(hook)
 
 
 @contextlib.contextmanager

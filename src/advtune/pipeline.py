@@ -25,7 +25,7 @@ from . import checkpoints, faults, runs
 from .config import AdvTrainingArguments, ModelArguments, RunArguments, TaskArguments, dataclass_values
 from .data import collator, encode
 from .errors import UsageError
-from .methods import Method, get_method_class
+from .methods import METHOD_STATE_FILE, Method, get_method_class
 from .modeling import load_model, load_tokenizer, resolve_model_path
 from .tasks import multiple_choice as mc
 
@@ -342,7 +342,7 @@ def _train_and_save(out: Path, p: _Prepared, task_args, model_args, training_arg
     out.mkdir(parents=True, exist_ok=True)
     if main:
         runs.write_json_atomic(out / runs.RUN_CONFIG, _run_config(p, task_args, model_args, training_args))
-    model = p.method.setup(p.model)
+    model = p.method.setup(p.model, tokenizer=p.tokenizer, task=p.task)
     timer = _StepTimer()
     earlier = checkpoints.Earlier.read(checkpoint)
     clock = _RunClock(earlier.runtime_s, keep=training_args.save_total_limit)
@@ -367,7 +367,7 @@ def _train_and_save(out: Path, p: _Prepared, task_args, model_args, training_arg
     p.method.save_inference_model(inference, p.tokenizer, out)
     state = p.method.state_dict()
     if state:
-        torch.save(state, out / "method_state.pt")
+        torch.save(state, out / METHOD_STATE_FILE)
     runs.write_json_atomic(out / "log_history.json", trainer.state.log_history)
     stats = checkpoints.whole_run_stats(result.metrics, trainer.state.global_step, earlier)
     runs.write_json_atomic(

@@ -19,10 +19,9 @@ import statistics
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from .report import RunRecord
+from .records import RunRecord, aua, method_order, overhead_rows
 
 Figure = tuple[str, Path]
 
@@ -45,12 +44,6 @@ def _median(vals: Sequence[float]) -> float:
     return statistics.median(vals) if vals else math.nan
 
 
-def _order(methods) -> list[str]:
-    from .report import _order as order
-
-    return order(methods)
-
-
 def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
@@ -61,8 +54,6 @@ def _save(fig, path: Path) -> Path:
 # ------------------------------------------------------------------------------------------ confusion
 def confusion_matrices(records: Sequence[RunRecord], fig_dir: Path) -> list[Figure]:
     """One figure per task: each method's confusion matrix on the first split, summed over seeds."""
-    import numpy as np
-
     plt = _plt()
     figures = []
     by_task: dict[str, list[RunRecord]] = defaultdict(list)
@@ -71,56 +62,61 @@ def confusion_matrices(records: Sequence[RunRecord], fig_dir: Path) -> list[Figu
             by_task[r.task_label].append(r)
     for task, recs in sorted(by_task.items()):
         labels = list(recs[0].config["label_names"])
-        k = len(labels)
         split = next(iter(recs[0].splits))
-        mats: dict[str, Any] = {}
-        seeds: dict[str, int] = defaultdict(int)
-        for r in recs:
-            rows = r.predictions(split)
-            if not rows:
-                continue
-            seeds[r.method_label] += 1
-            m = mats.setdefault(r.method_label, np.zeros((k, k), dtype=np.float64))
-            for row in rows:
-                g, p = int(row["gold"]), int(row["pred"])
-                if 0 <= g < k and 0 <= p < k:
-                    m[g, p] += 1
+        mats, seeds = _mean_confusions(recs, split, len(labels))
         if not mats:
             continue
-        mats = {name: m / seeds[name] for name, m in mats.items()}  # mean over seeds: comparable panels
-        methods = _order(mats)
+        methods = method_order(mats)
         fig, axes = plt.subplots(1, len(methods), figsize=(3.4 * len(methods) + 0.6, 3.6), squeeze=False)
         vmax = max(float(m.max()) for m in mats.values()) or 1.0
         for ax, method in zip(axes[0], methods):
-            m = mats[method]
-            im = ax.imshow(m, cmap="Blues", vmin=0, vmax=vmax)
-            acc = m.trace() / max(m.sum(), 1)
-            n_seeds = f", {seeds[method]} seeds" if seeds[method] > 1 else ""
-            ax.set_title(f"{method}\naccuracy {acc * 100:.1f}{n_seeds}", fontsize=9)
-            ax.set_xlabel("predicted")
-            if k <= 8:
-                names = [str(n)[:10] for n in labels]
-                ax.set_xticks(range(k), names, rotation=45, ha="right", fontsize=7)
-                ax.set_yticks(range(k), names, fontsize=7)
-                for i in range(k):
-                    for j in range(k):
-                        ax.text(
-                            j,
-                            i,
-                            str(m[i, j]),
-                            ha="center",
-                            va="center",
-                            fontsize=7,
-                            color="white" if m[i, j] > vmax / 2 else "black",
-                        )
-            else:
-                ax.set_xticks([])
-                ax.set_yticks([])
+            im = _confusion_panel(ax, mats[method], method, seeds[method], labels, vmax)
         axes[0][0].set_ylabel("gold")
         fig.colorbar(im, ax=list(axes[0]), shrink=0.8, label="examples (mean over seeds)")
         fig.suptitle(f"Confusion matrices, {task} ({split})", fontsize=10)
         figures.append((f"Confusion matrices: {task} ({split})", _save(fig, fig_dir / f"confusion_{_slug(task)}.png")))
     return figures
+
+
+def _mean_confusions(recs: Sequence[RunRecord], split: str, k: int) -> tuple[dict[str, Any], dict[str, int]]:
+    """Per method, the confusion matrix (gold x predicted) averaged over its seeds, and the number of seeds."""
+    import numpy as np
+
+    mats: dict[str, Any] = {}
+    seeds: dict[str, int] = defaultdict(int)
+    for r in recs:
+        rows = r.predictions(split)
+        if not rows:
+            continue
+        seeds[r.method_label] += 1
+        m = mats.setdefault(r.method_label, np.zeros((k, k), dtype=np.float64))
+        for row in rows:
+            g, p = int(row["gold"]), int(row["pred"])
+            if 0 <= g < k and 0 <= p < k:
+                m[g, p] += 1
+    return {name: m / seeds[name] for name, m in mats.items()}, seeds  # mean over seeds: comparable panels
+
+
+def _confusion_panel(ax, m, method: str, n_seeds: int, labels: Sequence[str], vmax: float):
+    """One method's matrix, with its accuracy in the title and the counts written in when the labels fit."""
+    k = len(labels)
+    im = ax.imshow(m, cmap="Blues", vmin=0, vmax=vmax)
+    acc = m.trace() / max(m.sum(), 1)
+    seeds_note = f", {n_seeds} seeds" if n_seeds > 1 else ""
+    ax.set_title(f"{method}\naccuracy {acc * 100:.1f}{seeds_note}", fontsize=9)
+    ax.set_xlabel("predicted")
+    if k > 8:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        return im
+    names = [str(n)[:10] for n in labels]
+    ax.set_xticks(range(k), names, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(k), names, fontsize=7)
+    for i in range(k):
+        for j in range(k):
+            color = "white" if m[i, j] > vmax / 2 else "black"
+            ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=7, color=color)
+    return im
 
 
 # ------------------------------------------------------------------------------------------ sweeps
@@ -137,8 +133,6 @@ def sweep_points(records: Sequence[RunRecord]) -> dict[tuple[str, str], dict[str
     shared by the λ sweep and the epoch sweep belongs to both).
     """
     from collections import Counter
-
-    from .report import aua
 
     groups: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
     for r in records:
@@ -177,7 +171,7 @@ def sweep_figures(records: Sequence[RunRecord], fig_dir: Path) -> list[Figure]:
     figures = []
     for (task, xname), by_method in sorted(sweep_points(records).items()):
         fig, ax = plt.subplots(figsize=(5, 3.6))
-        for method in _order(by_method):
+        for method in method_order(by_method):
             pts = by_method[method]
             xs = [p[0] for p in pts]
             line = ax.plot(xs, [p[2] * 100 for p in pts], marker="o", label=f"{method} AUA")[0]
@@ -218,7 +212,7 @@ def epoch_curves(records: Sequence[RunRecord], fig_dir: Path) -> list[Figure]:
         if not any(len(v) > 1 for v in by_method.values()):
             continue  # a single eval point per method is not a curve
         fig, ax = plt.subplots(figsize=(5, 3.6))
-        for method in _order(by_method):
+        for method in method_order(by_method):
             pts = sorted(by_method[method].items())
             ax.plot([e for e, _ in pts], [_median(v) * 100 for _, v in pts], marker="o", label=method)
         ax.set_xlabel("epoch")
@@ -232,7 +226,6 @@ def epoch_curves(records: Sequence[RunRecord], fig_dir: Path) -> list[Figure]:
 
 # ------------------------------------------------------------------------------------------ overhead
 def overhead_figures(overheads: Sequence[Any], fig_dir: Path) -> list[Figure]:
-    from .report import overhead_rows
 
     plt = _plt()
     figures = []

@@ -1,6 +1,7 @@
 """``advtune report``: markdown tables and PNG plots computed from run folders, nothing hand-written.
 
-Everything in the report is read from files the runs wrote (see :mod:`advtune.runs`):
+Everything in the report is read from files the runs wrote (see :mod:`advtune.runs`; parsed by
+:mod:`advtune.records`, which also skips a damaged run with a warning):
 ``run_config.json`` (task, model, method, seed, data budget), ``metrics.json`` and
 ``eval/<task>.<split>/predictions.jsonl`` (clean metrics, confusion matrices, paired tests),
 ``attack/<task>.<split>/metrics.json`` (accuracy under attack), ``train_stats.json`` (step time),
@@ -21,27 +22,13 @@ import os
 import platform
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from functools import cached_property
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from . import runs
 from .errors import UsageError
-
-BASELINE = "standard"
-_NOT_METRICS = {"n", "task", "split", "loss", "runtime", "samples_per_second", "steps_per_second"}
-_ALIASES = {
-    "matthews": ("matthews", "mcc"),
-    "mcc": ("mcc", "matthews"),
-    "pearson_spearman": ("pearson_spearman", "combined", "pearson"),
-    "pearson": ("pearson",),
-    "spearman": ("spearman",),
-    "f1": ("f1",),
-    "f1_accuracy": ("f1_accuracy", "combined", "f1"),
-    "accuracy": ("accuracy", "acc"),
-}
+from .records import BASELINE, RunRecord, aua, collect_runs, method_order, overhead_rows, primary_metric
 
 
 # ------------------------------------------------------------------------------------------ environment
@@ -78,152 +65,6 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-# ------------------------------------------------------------------------------------------ run records
-def primary_metric(kind: str | None, keys: Iterable[str]) -> str | None:
-    """The task's headline metric among a metrics file's keys (``matthews`` for CoLA, ...)."""
-    keys = [k for k in keys if k not in _NOT_METRICS]
-    try:
-        from .evaluation.metrics import PRIMARY_METRIC
-    except ImportError:  # pragma: no cover
-        PRIMARY_METRIC = {}
-    if PRIMARY_METRIC.get(kind or "") in keys:
-        return PRIMARY_METRIC[kind or ""]
-    if kind in keys:
-        return kind
-    for cand in (*_ALIASES.get(kind or "", ()), kind or ""):
-        for k in keys:
-            if cand and cand in k:
-                return k
-    for k in ("accuracy", "acc"):
-        if k in keys:
-            return k
-    return sorted(keys)[0] if keys else None
-
-
-@dataclass
-class RunRecord:
-    """A finished run folder, read lazily."""
-
-    path: Path
-    config: dict[str, Any]
-    metrics: dict[str, Any]
-    cell: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def task(self) -> str:
-        return self.metrics.get("task") or self.config["task"].get("name") or self.config["task"].get("task")
-
-    @property
-    def task_label(self) -> str:
-        return self.cell.get("task_label") or self.task
-
-    @property
-    def method(self) -> str:
-        return self.config["method"]["name"]
-
-    @property
-    def method_label(self) -> str:
-        return self.cell.get("method_label") or self.method
-
-    @property
-    def method_config(self) -> dict[str, Any]:
-        return self.config["method"].get("config") or {}
-
-    @property
-    def seed(self) -> int:
-        return int(self.config.get("training", {}).get("seed", 0))
-
-    @property
-    def epochs(self) -> float | None:
-        return self.config.get("training", {}).get("num_train_epochs")
-
-    @property
-    def model(self) -> str:
-        return str(self.config.get("model", {}).get("model", "?"))
-
-    @property
-    def metric_kind(self) -> str | None:
-        return self.config.get("task", {}).get("metric")
-
-    @property
-    def splits(self) -> dict[str, dict[str, float]]:
-        return self.metrics.get("splits", {})
-
-    def score(self, split: str) -> float | None:
-        m = self.splits.get(split) or {}
-        key = primary_metric(self.metric_kind, m)
-        return float(m[key]) if key else None
-
-    def metric_name(self, split: str) -> str | None:
-        return primary_metric(self.metric_kind, self.splits.get(split) or {})
-
-    @property
-    def data_note(self) -> str:
-        if self.cell.get("data_note"):
-            return self.cell["data_note"]
-        t = self.config.get("task", {})
-        parts = [f"{self.config.get('num_train_examples', '?')} train examples"]
-        if t.get("train_fraction_per_label"):
-            parts.append(f"{t['train_fraction_per_label']:g} of each label")
-        parts.append(f"max length {t.get('max_length', '?')}")
-        return ", ".join(parts)
-
-    @cached_property
-    def attack(self) -> dict[str, dict[str, Any]]:
-        """``split -> attack metrics`` from ``attack/<task>.<split>/metrics.json``."""
-        out = {}
-        for f in sorted((self.path / "attack").glob("*/metrics.json")):
-            out[f.parent.name.split(".", 1)[-1]] = runs.read_json(f)
-        return out
-
-    @cached_property
-    def train_stats(self) -> dict[str, Any]:
-        f = self.path / "train_stats.json"
-        return runs.read_json(f) if f.is_file() else {}
-
-    @cached_property
-    def log_history(self) -> list[dict[str, Any]]:
-        f = self.path / "log_history.json"
-        return runs.read_json(f) if f.is_file() else []
-
-    def predictions(self, split: str) -> list[dict[str, Any]]:
-        f = runs.eval_dir(self.path, self.task, split) / "predictions.jsonl"
-        return runs.read_jsonl(f) if f.is_file() else []
-
-    def json_files(self, folder: str) -> list[Path]:
-        return sorted((self.path / folder).glob("*.json"))
-
-
-def aua(attack_metrics: dict[str, Any]) -> float | None:
-    """Accuracy under attack from an attack metrics file."""
-    for key in ("aua", "accuracy_under_attack", "robust_accuracy"):
-        if key in attack_metrics:
-            return float(attack_metrics[key])
-    return None
-
-
-def collect_runs(root: str | Path) -> list[RunRecord]:
-    """Every finished run folder under ``root`` (unfinished ones are ignored, as the contract says)."""
-    root = Path(root)
-    if not root.exists():
-        raise UsageError(f"results folder {root} does not exist")
-    out = []
-    for cfg in sorted(root.rglob(runs.RUN_CONFIG)):
-        run = cfg.parent
-        if not runs.is_finished(run):
-            continue
-        cell_f = run / "cell.json"
-        out.append(
-            RunRecord(
-                run,
-                runs.read_json(cfg),
-                runs.read_json(run / runs.METRICS),
-                runs.read_json(cell_f) if cell_f.is_file() else {},
-            )
-        )
-    return out
-
-
 # ------------------------------------------------------------------------------------------ statistics
 def summarize(values: Sequence[float]) -> tuple[float, float | None, int]:
     """Median, sample standard deviation (None for one value) and count."""
@@ -241,11 +82,6 @@ def fmt_cell(values: Sequence[float], scale: float = 100.0, mark: str = "") -> s
     if sd is not None:
         text += f" ± {sd * scale:.2f} ({n})"
     return text
-
-
-def _order(methods: Iterable[str]) -> list[str]:
-    ms = sorted(set(methods))
-    return ([BASELINE] if BASELINE in ms else []) + [m for m in ms if m != BASELINE]
 
 
 def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -337,7 +173,7 @@ def _grid_table(
     if not values:
         return None
     marks = marks or {}
-    methods = _order(m for _, m in values)
+    methods = method_order(m for _, m in values)
     medians: dict[str, dict[str, float]] = defaultdict(dict)
     rows = []
     for m in methods:
@@ -400,7 +236,7 @@ def attack_table(records: Sequence[RunRecord]) -> str | None:
         return None
     keys = [k for k in ATTACK_COLUMNS if any(isinstance(m.get(k), (int, float)) for ms in groups.values() for m in ms)]
     rows = []
-    for task, split, method in sorted(groups, key=lambda k: (k[0], k[1], _order([k[2], BASELINE]).index(k[2]), k[2])):
+    for task, split, method in sorted(groups, key=lambda k: (k[0], k[1], k[2] != BASELINE, k[2])):
         ms = groups[(task, split, method)]
         cells = []
         for k in keys:
@@ -427,7 +263,7 @@ def step_time_table(records: Sequence[RunRecord]) -> str | None:
     rows = []
     for task in sorted({t for t, _ in groups}):
         base = {r.seed: r.train_stats["step_time_median_s"] for r in groups.get((task, BASELINE), [])}
-        for m in _order(m for t, m in groups if t == task):
+        for m in method_order(m for t, m in groups if t == task):
             recs = groups[(task, m)]
             t_med = summarize([r.train_stats["step_time_median_s"] for r in recs])[0]
             ratios = [r.train_stats["step_time_median_s"] / base[r.seed] for r in recs if r.seed in base]
@@ -451,7 +287,7 @@ def summary_rows(records: Sequence[RunRecord]) -> tuple[list[str], list[list[str
     rows = []
     for task in sorted({t for t, _ in groups}):
         base = {r.seed: r.train_stats.get("step_time_median_s") for r in groups.get((task, BASELINE), [])}
-        for m in _order(m for t, m in groups if t == task):
+        for m in method_order(m for t, m in groups if t == task):
             recs = groups[(task, m)]
             split = next(iter(recs[0].splits), None)
             clean = [r.score(split) for r in recs if split and r.score(split) is not None]
@@ -566,15 +402,6 @@ def overhead_table(data: dict[str, Any]) -> str | None:
     return _md_table(["method", *keys], rows)
 
 
-def overhead_rows(data: Any) -> list[dict[str, Any]]:
-    """Normalise an ``overhead.json`` (a list of rows, ``{"rows": [...]}`` or ``{method: {...}}``)."""
-    if isinstance(data, dict) and "rows" in data:
-        data = data["rows"]
-    if isinstance(data, dict):
-        data = [{"method": k, **v} for k, v in data.items() if isinstance(v, dict)]
-    return [dict(r) for r in data if isinstance(r, dict)] if isinstance(data, list) else []
-
-
 def _fmt_any(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
@@ -596,15 +423,27 @@ def find_environment(root: Path) -> tuple[dict[str, Any], str]:
 
 def build_report(root: str | Path, out: str | Path | None = None, plots: bool = True) -> Path:
     """Write ``REPORT.md`` (and ``figures/*.png`` next to it) for a results folder; returns its path."""
-    from . import plots as P
-
     root = Path(root)
     records = collect_runs(root)
     overhead_files = sorted(root.rglob("overhead.json"))
     if not records and not overhead_files:
         raise UsageError(f"no finished run folder (with {runs.METRICS}) and no overhead.json under {root}")
     out = Path(out) if out else root / "REPORT.md"
-    fig_dir = out.parent / "figures"
+    lines = _setup_section(root, records)
+    if records:
+        lines += _result_sections(records)
+    lines += _overhead_sections(root, overhead_files)
+    if plots:
+        lines += _figure_section(records, overhead_files, out)
+    if records:
+        lines += ["## All runs", "", runs_table(records), ""]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines), encoding="utf-8")
+    return out
+
+
+def _setup_section(root: Path, records: Sequence[RunRecord]) -> list[str]:
+    """Title, provenance, hardware, what was run and the table conventions."""
     env, env_src = find_environment(root)
     lines = [f"# Results: {root.name}", ""]
     lines += [
@@ -629,20 +468,29 @@ def build_report(root: str | Path, out: str | Path | None = None, plots: bool = 
         f"`*`: paired test vs `{BASELINE}` on the same examples and seed, p < 0.05 in most seeds.",
         "",
     ]
-    if records:
-        lines += ["## Summary", "", summary_table(records) or "", ""]
-        for i, split in enumerate(_split_names(records)):
-            table = main_table(records, i)
-            if table:
-                lines += [f"## Clean results (evaluation split {i + 1}: {split})", "", table, ""]
-        for title, table in (
-            ("Zero-shot transfer to other tasks (same label space)", transfer_table(records)),
-            ("Accuracy under the word-substitution attack", attack_table(records)),
-            ("Training cost", step_time_table(records)),
-            ("Embedding-space robustness: median ΔL_max (FreeLB eq. 5)", robustness_table(records)),
-        ):
-            if table:
-                lines += [f"## {title}", "", table, ""]
+    return lines
+
+
+def _result_sections(records: Sequence[RunRecord]) -> list[str]:
+    """The summary, one clean-results table per split position, then each table the runs have data for."""
+    lines = ["## Summary", "", summary_table(records) or "", ""]
+    for i, split in enumerate(_split_names(records)):
+        table = main_table(records, i)
+        if table:
+            lines += [f"## Clean results (evaluation split {i + 1}: {split})", "", table, ""]
+    for title, table in (
+        ("Zero-shot transfer to other tasks (same label space)", transfer_table(records)),
+        ("Accuracy under the word-substitution attack", attack_table(records)),
+        ("Training cost", step_time_table(records)),
+        ("Embedding-space robustness: median ΔL_max (FreeLB eq. 5)", robustness_table(records)),
+    ):
+        if table:
+            lines += [f"## {title}", "", table, ""]
+    return lines
+
+
+def _overhead_sections(root: Path, overhead_files: Sequence[Path]) -> list[str]:
+    lines: list[str] = []
     for f in overhead_files:
         data = runs.read_json(f)
         table = overhead_table(data)
@@ -650,17 +498,20 @@ def build_report(root: str | Path, out: str | Path | None = None, plots: bool = 
             lines += [f"## Overhead ({f.relative_to(root)})", "", table, ""]
             if isinstance(data, dict) and data.get("kwargs"):
                 lines += [f"Settings: {', '.join(f'{k}={v}' for k, v in data['kwargs'].items())}.", ""]
-    if plots:
-        figures = P.all_figures(records, [runs.read_json(f) for f in overhead_files], fig_dir)
-        if figures:
-            lines += ["## Figures", ""]
-            for title, path in figures:
-                lines += [f"### {title}", "", f"![{title}]({os.path.relpath(path, out.parent)})", ""]
-    if records:
-        lines += ["## All runs", "", runs_table(records), ""]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines), encoding="utf-8")
-    return out
+    return lines
+
+
+def _figure_section(records: Sequence[RunRecord], overhead_files: Sequence[Path], out: Path) -> list[str]:
+    """Draws the figures into ``figures/`` next to the report and links them (paths relative to the report)."""
+    from . import plots as P
+
+    figures = P.all_figures(records, [runs.read_json(f) for f in overhead_files], out.parent / "figures")
+    if not figures:
+        return []
+    lines = ["## Figures", ""]
+    for title, path in figures:
+        lines += [f"### {title}", "", f"![{title}]({os.path.relpath(path, out.parent)})", ""]
+    return lines
 
 
 def _split_names(records: Sequence[RunRecord]) -> list[str]:

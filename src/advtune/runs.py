@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError
+from .errors import DamagedFileError, UsageError
 
 RUN_CONFIG = "run_config.json"
 METRICS = "metrics.json"
@@ -88,7 +88,7 @@ def read_json(path: str | Path) -> Any:
     except IsADirectoryError:
         raise UsageError(f"{path} is a folder, not a JSON file") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise UsageError(f"{path} is damaged (not readable JSON: {_first_line(exc)})") from None
+        raise DamagedFileError(path, _first_line(exc)) from None
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
@@ -101,23 +101,31 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
                     try:
                         rows.append(json.loads(line))
                     except ValueError as exc:
-                        raise UsageError(f"{path} is damaged at line {number} ({_first_line(exc)})") from None
+                        raise DamagedFileError(path, f"line {number}: {_first_line(exc)}") from None
     except FileNotFoundError:
         raise UsageError(f"{path} is missing") from None
     except IsADirectoryError:
         raise UsageError(f"{path} is a folder, not a JSON-lines file") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path} is damaged ({_first_line(exc)})") from None
+        raise DamagedFileError(path, _first_line(exc)) from None
     return rows
 
 
 def is_finished(run_dir: str | Path) -> bool:
-    """``metrics.json`` is there and parses as a JSON object: a damaged one does not finish a run."""
-    path = Path(run_dir) / METRICS
-    if not path.is_file():
+    """``metrics.json`` is there: the run got to its end (whether its files are intact is another question)."""
+    return (Path(run_dir) / METRICS).is_file()
+
+
+def is_complete(run_dir: str | Path) -> bool:
+    """Finished, and ``metrics.json`` parses as a JSON object: a damaged one does not finish a run.
+
+    The writers (train, bench) go by this: a run whose ``metrics.json`` is damaged is redone or resumed.
+    Readers that report damage (the report) look for finished runs and name what is broken.
+    """
+    if not is_finished(run_dir):
         return False
     try:
-        return isinstance(read_json(path), dict)
+        return isinstance(read_json(Path(run_dir) / METRICS), dict)
     except UsageError:
         return False
 
@@ -134,7 +142,7 @@ def require_run(run_dir: str | Path) -> Path:
         raise UsageError(f"{run_dir} is a file, not a run folder")
     if not (run / RUN_CONFIG).is_file():
         raise UsageError(f"{run_dir} is not an advtune run folder (no {RUN_CONFIG})")
-    if (run / METRICS).is_file() and not is_finished(run):
+    if is_finished(run) and not is_complete(run):
         raise UsageError(f"run {run_dir} is damaged: {run / METRICS} is not readable; train it again with --overwrite")
     if not is_finished(run):
         raise UsageError(f"run {run_dir} has not finished (no {METRICS}); finish it with advtune train --resume")
@@ -176,7 +184,7 @@ def check_output(
         )
     if overwrite:
         return "replace"
-    if is_finished(out):
+    if is_complete(out):
         raise UsageError(f"{what} {out} holds a finished run; pass --overwrite to replace it")
     if not resume:
         raise UsageError(f"{what} {out} holds an unfinished run; pass --resume to continue it or --overwrite")
@@ -215,7 +223,7 @@ def recover(out: str | Path) -> None:
     old = _replaced_path(out)
     if not old.is_dir():
         return
-    if is_finished(out):
+    if is_complete(out):
         shutil.rmtree(old, ignore_errors=True)
         return
     if out.exists():
@@ -277,7 +285,7 @@ def check_safetensors(path: str | Path) -> None:
         if size != 8 + n + end:
             raise ValueError(f"{size} bytes, the header describes {8 + n + end}")
     except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
-        raise UsageError(f"{path} is damaged (not a complete safetensors file: {_first_line(exc)})") from None
+        raise DamagedFileError(path, f"not a complete safetensors file ({_first_line(exc)})") from None
 
 
 def check_torch_file(path: str | Path) -> None:
@@ -291,7 +299,7 @@ def check_torch_file(path: str | Path) -> None:
         if bad is not None:
             raise ValueError(f"member {bad} is corrupt")
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise UsageError(f"{path} is damaged ({_first_line(exc)})") from None
+        raise DamagedFileError(path, _first_line(exc)) from None
 
 
 def check_file(path: str | Path) -> None:

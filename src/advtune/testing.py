@@ -1,12 +1,19 @@
-"""Tiny randomly initialised models of every supported family, for tests (no download, milliseconds).
+"""advtune's public testing API: tiny random models and tokenizers (no download, milliseconds).
 
-Each :class:`Family` knows how to build a config of its model type (hidden 32, 2 layers, the
-vocabulary of :func:`advtune.modeling.tiny_tokenizer`) and which inputs its tokenizer would hand
-over, so tests feed each family exactly what its real tokenizer produces: DistilBERT and the
-RoBERTa-style models get no ``token_type_ids`` (RoBERTa's single token type would make index 1 out of
-range), decoders are padded on the side their tokenizer uses. ALBERT and ELECTRA get factorised
-embeddings (``embedding_size`` != ``hidden_size``), so a perturbation must live in the embedding
-space, not the hidden space.
+This module is meant for tests (advtune's own and those of code built on it): the library never
+imports it, so nothing here runs in a training. It is public and kept stable on purpose, rather than
+hidden under ``tests/``, so a user's new method can be checked on every family the way advtune's
+contract tests check the built-in ones.
+
+* :func:`tiny_tokenizer` and :func:`tiny_model`: a WordPiece tokenizer over :data:`TINY_VOCAB` and a
+  BERT classifier (hidden 32, 2 layers) that fits it.
+* :data:`FAMILIES`: each :class:`Family` knows how to build a config of its model type (hidden 32,
+  2 layers, the vocabulary of :func:`tiny_tokenizer`) and which inputs its tokenizer would hand
+  over, so tests feed each family exactly what its real tokenizer produces: DistilBERT and the
+  RoBERTa-style models get no ``token_type_ids`` (RoBERTa's single token type would make index 1 out
+  of range), decoders are padded on the side their tokenizer uses. ALBERT and ELECTRA get factorised
+  embeddings (``embedding_size`` != ``hidden_size``), so a perturbation must live in the embedding
+  space, not the hidden space.
 
 Usage::
 
@@ -23,7 +30,68 @@ from typing import Any
 
 import torch
 
-from .modeling import TINY_VOCAB, tiny_tokenizer
+TINY_VOCAB = (
+    ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    + "the a an is was not very good bad great awful movie film plot acting it this that and but "
+    "i you we they love hate like boring fun funny sad happy best worst ok fine story actor actors "
+    "terrible excellent wonderful dull poor nice cat dog sat on mat what who where when how why "
+    "card money bank transfer account balance lost stolen pin top up cash yes no maybe".split()
+)
+
+
+def tiny_tokenizer(vocab: list[str] | tuple[str, ...] = TINY_VOCAB, model_max_length: int = 64):
+    """A small WordPiece tokenizer built in memory with ``tokenizers`` (BERT conventions)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab_map = {tok: i for i, tok in enumerate(dict.fromkeys(vocab))}
+    tok = Tokenizer(models.WordPiece(vocab=vocab_map, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab_map["[CLS]"]), ("[SEP]", vocab_map["[SEP]"])],
+    )
+    tok.decoder = decoders.WordPiece()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=model_max_length,
+    )
+
+
+def tiny_model(
+    num_labels: int = 2,
+    regression: bool = False,
+    vocab_size: int | None = None,
+    hidden_size: int = 32,
+    num_layers: int = 2,
+    dropout: float = 0.1,
+    seed: int = 0,
+):
+    """A randomly initialised BERT classifier (hidden 32, 2 layers) matching :func:`tiny_tokenizer`."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    config = BertConfig(
+        vocab_size=vocab_size or len(dict.fromkeys(TINY_VOCAB)),
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        intermediate_size=hidden_size * 2,
+        max_position_embeddings=128,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+        num_labels=1 if regression else num_labels,
+        problem_type="regression" if regression else "single_label_classification",
+    )
+    torch.manual_seed(seed)
+    return BertForSequenceClassification(config)
+
 
 HIDDEN = 32
 LAYERS = 2

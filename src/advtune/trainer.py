@@ -3,7 +3,8 @@
 The only place that knows about the HF Trainer. ``training_step`` is kept parallel to the stock
 one (transformers 5.x): same context-parallel preparation, ``model.train()``, input preparation,
 autocast context, gradient-accumulation scaling and ``accelerator.backward``; the forward/backward
-passes themselves are delegated to ``method.step(model, inputs, backward)``. Everything else
+passes themselves are delegated to ``method.step(model, inputs, backward)``, where ``backward`` carries
+``accelerator.no_sync(model)`` for the method's inner passes. Everything else
 (optimizer, schedule, AMP, checkpointing, logging, callbacks) is the stock Trainer.
 """
 
@@ -21,9 +22,8 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .methods import Method
+from .methods.base import METHOD_STATE_FILE, Backward
 from .methods.standard import Standard
-
-METHOD_STATE_FILE = "method_state.pt"
 
 
 class ReplaySampler(Sampler[int]):
@@ -93,7 +93,7 @@ class AdversarialTrainer(Trainer):
             inputs = self._prepare_inputs(inputs)
             gas = self.current_gradient_accumulation_steps
 
-            def backward(loss: torch.Tensor) -> None:
+            def _backward(loss: torch.Tensor) -> None:
                 kwargs: dict[str, Any] = {}
                 if self.args.n_gpu > 1:
                     loss = loss.mean()
@@ -101,7 +101,7 @@ class AdversarialTrainer(Trainer):
                     kwargs["scale_wrt_gas"] = False
                 self.accelerator.backward(loss / gas, **kwargs)
 
-            self.method.no_sync = lambda: self.accelerator.no_sync(model)
+            backward = Backward(_backward, no_sync=lambda: self.accelerator.no_sync(model))
             with self.compute_loss_context_manager():
                 out = self.method.step(model, inputs, backward)
             for key, value in out.metrics.items():

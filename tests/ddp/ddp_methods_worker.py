@@ -7,6 +7,7 @@ batch; rank 0 saves the parameters to ``OUT/<case>.pt``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -17,8 +18,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ddp_worker import combined_batch, counting_hook  # noqa: E402
 
-from advtune.methods import get_method  # noqa: E402
-from advtune.modeling import tiny_model  # noqa: E402
+from advtune.methods import Backward, get_method  # noqa: E402
+from advtune.testing import tiny_model  # noqa: E402
 
 CASES = {
     # binary labels: TAT's target y_t != y is unique, so no sampling differs between ranks; zero start
@@ -40,13 +41,13 @@ def build(case: str):
     return method, model
 
 
-def train(method, model: torch.nn.Module, batches: list[dict]) -> torch.nn.Module:
+def train(method, model: torch.nn.Module, batches: list[dict], no_sync=contextlib.nullcontext) -> torch.nn.Module:
     """``STEPS`` SGD steps; with several ``batches`` their gradients are averaged (the sharded reference)."""
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=LR)
     for _ in range(STEPS):
         opt.zero_grad()
         for b in batches:
-            method.step(model, dict(b), lambda loss: (loss / len(batches)).backward())
+            method.step(model, dict(b), Backward(lambda loss: (loss / len(batches)).backward(), no_sync=no_sync))
         opt.step()
     return model
 
@@ -63,11 +64,15 @@ def main(out_dir: str) -> None:
         calls = [0]
         ddp = DDP(model)
         ddp.register_comm_hook(calls, counting_hook)
-        method.no_sync = ddp.no_sync
-        train(method, ddp, [batch])
+        train(method, ddp, [batch], no_sync=ddp.no_sync)
+        extra = {}
+        if case == "tat":  # the epoch end sums the processes' error tallies (a collective: every rank calls it)
+            method.on_epoch_end(1)
+            extra["tally_table"] = method.tally.table.clone()
         if rank == 0:
             params = {k: v.detach().clone() for k, v in ddp.module.named_parameters()}
-            torch.save({"params": params, "allreduce_calls": calls[0]}, os.path.join(out_dir, f"{case}.pt"))
+            out = {"params": params, "allreduce_calls": calls[0], **extra}
+            torch.save(out, os.path.join(out_dir, f"{case}.pt"))
     dist.barrier()
     dist.destroy_process_group()
 

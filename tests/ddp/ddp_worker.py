@@ -18,8 +18,8 @@ import torch.distributed as dist
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from advtune.methods import get_method
-from advtune.modeling import tiny_model, tiny_tokenizer
+from advtune.methods import Backward, get_method
+from advtune.testing import tiny_model, tiny_tokenizer
 
 METHODS = {  # zero initial δ: a random start could not match the single-process draws
     "standard": {},
@@ -49,12 +49,11 @@ def combined_batch() -> dict[str, torch.Tensor]:
 def train(name: str, model: torch.nn.Module, batch: dict, no_sync=None) -> torch.nn.Module:
     """``STEPS`` optimizer steps of ``name`` (FreeAT: every step is one replay of the batch)."""
     method = get_method(name, **METHODS[name])
-    if no_sync is not None:
-        method.no_sync = no_sync
+    backward = Backward(lambda loss: loss.backward(), no_sync=no_sync or contextlib.nullcontext)
     opt = torch.optim.SGD(model.parameters(), lr=LR)
     for _ in range(STEPS):
         opt.zero_grad()
-        method.step(model, dict(batch), lambda loss: loss.backward())
+        method.step(model, dict(batch), backward)
         opt.step()
     return model
 

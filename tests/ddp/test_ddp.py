@@ -34,7 +34,7 @@ def ddp_results(tmp_path_factory):
 def test_two_processes_equal_one_process_on_the_combined_batch(ddp_results, name):
     ddp = torch.load(ddp_results / f"{name}.pt")
     torch.manual_seed(0)
-    from advtune.modeling import tiny_model
+    from advtune.testing import tiny_model
 
     single = train(name, tiny_model(dropout=0.0, seed=0), combined_batch())
     for k, p in single.named_parameters():

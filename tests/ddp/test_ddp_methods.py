@@ -59,6 +59,17 @@ def test_two_processes_equal_one_process_on_the_combined_batch(results, case):
     assert ddp["allreduce_calls"] == 3, "one gradient all-reduce per optimizer step"
 
 
+def test_tat_error_tally_is_summed_over_processes(results):
+    """At the epoch end each process's confusion counts become the sum over processes: the table equals
+    the one a single process builds from the combined batch (a half alone counts half the examples)."""
+    ddp = torch.load(results / "tat.pt")
+    torch.manual_seed(0)
+    method, model = build("tat")
+    train(method, model, [combined_batch()])
+    method.on_epoch_end(1)
+    assert torch.equal(ddp["tally_table"], method.tally.table)
+
+
 def test_cat_without_the_gather_would_differ(results):
     """Averaging CAT's per-half steps (what DDP gives without the gathers) is measurably different."""
     ddp = torch.load(results / "cat.pt")

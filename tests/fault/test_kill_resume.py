@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from advtune.modeling import tiny_model, tiny_tokenizer
+from advtune.testing import tiny_model, tiny_tokenizer
 from tests.conftest import NEG, POS, toy_sentiment
 
 pytestmark = pytest.mark.fault

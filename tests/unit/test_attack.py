@@ -19,7 +19,7 @@ from advtune.attacks.substitution import (
     word_spans,
 )
 from advtune.attacks.synonyms import STOP_WORDS, SynonymTable
-from advtune.modeling import tiny_tokenizer
+from advtune.testing import tiny_tokenizer
 
 BUDGET = Budget("test-v1", max_change_rate=0.3, max_candidates=50, min_similarity=0.84)
 

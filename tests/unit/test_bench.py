@@ -243,8 +243,9 @@ def test_bench_set_values_are_typed_and_checked(capsys):
 @pytest.mark.skipif(not __import__("os").environ.get("ADVTUNE_DATA_DIR"), reason="ADVTUNE_DATA_DIR is not set")
 def test_grid_through_the_real_pipeline_then_report(tmp_path):
     """A 2-cell grid of tiny-model SST-2 runs through advtune.pipeline.train, rerun (nothing redone), reported."""
-    from advtune.modeling import tiny_model, tiny_tokenizer
-    from advtune.report import build_report, collect_runs
+    from advtune.records import collect_runs
+    from advtune.report import build_report
+    from advtune.testing import tiny_model, tiny_tokenizer
 
     model_dir = tmp_path / "tiny"
     tiny_model(num_labels=2, seed=0).save_pretrained(model_dir)

@@ -19,7 +19,7 @@ from advtune.errors import UsageError
 from advtune.methods import get_method
 from advtune.methods.base import model_inputs, task_loss
 from advtune.methods.cat import CAT, HEAD, nt_xent
-from advtune.modeling import tiny_model
+from advtune.testing import tiny_model
 
 
 def _clean_grad(model, batch):

@@ -126,7 +126,7 @@ def test_table_has_tat_layout():
 
 # ------------------------------------------------------------------ the whole path
 def test_train_on_english_evaluate_every_language(tmp_path, xnli_dir):
-    from advtune.evaluation.crosslingual import evaluate_crosslingual
+    from advtune.bench.crosslingual import evaluate_crosslingual
     from advtune.pipeline import train
     from advtune.runs import read_json, read_jsonl
 

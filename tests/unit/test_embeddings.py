@@ -5,19 +5,19 @@ from __future__ import annotations
 import pytest
 import torch
 
+from advtune.dropout_replay import RNGState
 from advtune.embeddings import (
-    RNGState,
     embedding_dim,
-    first_block,
     forward_with_delta,
     hooks_left,
     input_embedding_module,
     perturb_embeddings,
-    unwrap,
     word_embeddings,
 )
 from advtune.errors import UsageError
-from advtune.modeling import tiny_model
+from advtune.methods.yopo_blocks import first_block
+from advtune.testing import tiny_model
+from advtune.wrappers import unwrap
 
 
 def _delta(batch, model, scale=0.1, seed=0):
@@ -103,3 +103,22 @@ def test_first_block_is_layer_zero(model):
     assert first_block(model) is model.bert.encoder.layer[0]
     with pytest.raises(UsageError, match="distinct Transformer blocks"):
         first_block(torch.nn.Sequential(torch.nn.Linear(2, 2)))
+
+
+def test_unwrap_sees_through_nested_wrappers_and_peft_only_when_asked(model):
+    """One ``unwrap`` for the package: DDP-style ``.module``, ``torch.compile``'s ``_orig_mod`` and, on
+    request, PEFT, in any nesting."""
+    peft = pytest.importorskip("peft")
+
+    class Compiled(torch.nn.Module):  # the attribute torch.compile's OptimizedModule keeps the model in
+        def __init__(self, inner):
+            super().__init__()
+            self._orig_mod = inner
+
+    prompt = peft.get_peft_model(
+        model, peft.PromptTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=2, token_dim=32, num_layers=2)
+    )
+    wrapped = torch.nn.DataParallel(Compiled(prompt))
+    assert unwrap(wrapped) is prompt  # runnable: the soft prompt stays
+    assert unwrap(wrapped, peft=True) is model
+    assert unwrap(model, peft=True) is model

@@ -65,7 +65,7 @@ def test_regression_task_refuses_a_nan_score():
 
 def test_single_class_training_file_is_refused(tmp_path, capsys):
     from advtune.cli import main
-    from advtune.modeling import tiny_model, tiny_tokenizer
+    from advtune.testing import tiny_model, tiny_tokenizer
 
     tiny_model().save_pretrained(tmp_path / "tiny")
     tiny_tokenizer().save_pretrained(tmp_path / "tiny")

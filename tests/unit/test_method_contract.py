@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from advtune.methods import METHODS, get_method
-from advtune.modeling import tiny_model
+from advtune.testing import tiny_model
 
 
 def _hook_count(model: torch.nn.Module) -> int:

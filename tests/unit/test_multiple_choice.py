@@ -123,7 +123,7 @@ def test_batch_is_b_k_l(mc_batch):
 def test_delta_covers_all_pairs_zero_at_padding(mc_batch):
     """δ lives in (B, k, L, H); per-example norms run over the concatenation of the k pairs (FreeLB A.1)."""
     model = tiny_family_model("bert", head="multiple_choice", dropout=0.0).eval()
-    from advtune.methods.adversarial import delta_frame
+    from advtune.methods.embedding_space import delta_frame
 
     like, mask = delta_frame(model, mc_batch)
     b, k, length = mc_batch["input_ids"].shape

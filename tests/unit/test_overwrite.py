@@ -106,7 +106,7 @@ def test_check_output_refusals(tmp_path, setup, flags, message):
 
 @pytest.fixture
 def tiny_cli(tmp_path):
-    from advtune.modeling import tiny_model, tiny_tokenizer
+    from advtune.testing import tiny_model, tiny_tokenizer
 
     tiny_model(num_labels=2, dropout=0.0).save_pretrained(tmp_path / "tiny")
     tiny_tokenizer().save_pretrained(tmp_path / "tiny")

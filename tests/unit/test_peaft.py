@@ -6,7 +6,7 @@ import torch
 
 from advtune.methods import get_method
 from advtune.methods.peaft import PEAFT, trainable_parameters
-from advtune.modeling import tiny_model, tiny_tokenizer
+from advtune.testing import tiny_model, tiny_tokenizer
 
 
 def _setup(**overrides):

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from advtune.cli import main
-from advtune.modeling import tiny_model, tiny_tokenizer
+from advtune.testing import tiny_model, tiny_tokenizer
 from tests.conftest import make_tiny_run, toy_sentiment
 
 T = "train --model {w}/tiny --data-dir {w}/data --output-dir {w}/new --report-to none"

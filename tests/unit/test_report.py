@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from advtune import runs
-from advtune.report import build_report, collect_runs, primary_metric
+from advtune.records import collect_runs, primary_metric
+from advtune.report import build_report
 
 LABELS = ["negative", "positive"]
 
@@ -321,3 +322,47 @@ def test_transfer_table_reads_the_other_task_evaluations(tmp_path):
     assert rows["tat"][1].startswith("78.00 ± 2.00 (3)") and rows["standard"][2].startswith("77.00")
     assert float(rows["tat"][-2]) == pytest.approx((0.78 + 0.83) / 2 * 100, abs=0.005)
     assert float(rows["tat"][-1]) == pytest.approx(((0.78 + 0.83) - (0.72 + 0.77)) / 2 * 100, abs=0.01)
+
+
+def test_a_damaged_run_is_skipped_with_one_warning_line_naming_it(tmp_path, capsys):
+    from advtune.cli import main
+
+    good = fabricate_run(tmp_path, "sst2-small", "standard", 1, 0.8, 0.2)
+    damaged = {
+        "metrics.json": fabricate_run(tmp_path, "sst2-small", "standard", 2, 0.7),
+        "run_config.json": fabricate_run(tmp_path, "sst2-small", "standard", 3, 0.7),
+        "predictions.jsonl": fabricate_run(tmp_path, "sst2-small", "freelb", 1, 0.9),
+        "attack": fabricate_run(tmp_path, "sst2-small", "freelb", 2, 0.9, 0.3),
+        "robustness": fabricate_run(tmp_path, "sst2-small", "cat", 1, 0.9),
+        "splits": fabricate_run(tmp_path, "sst2-small", "cat", 2, 0.9),
+    }
+    (damaged["metrics.json"] / runs.METRICS).write_text('{"task": ', encoding="utf-8")  # cut short
+    (damaged["run_config.json"] / runs.RUN_CONFIG).write_text("[1, 2]\n", encoding="utf-8")
+    preds = runs.eval_dir(damaged["predictions.jsonl"], "sst2", "validation") / "predictions.jsonl"
+    preds.write_text(preds.read_text() + "{not json\n", encoding="utf-8")
+    (damaged["attack"] / "attack" / "sst2.validation" / "metrics.json").write_bytes(b"\xff\xfe")
+    runs.write_json_atomic(damaged["splits"] / runs.METRICS, {"task": "sst2", "splits": {"validation": 0.9}})
+    (damaged["robustness"] / "robustness").mkdir()
+    (damaged["robustness"] / "robustness" / "sst2.validation.json").write_text("", encoding="utf-8")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+
+    assert [r.path for r in collect_runs(tmp_path)] == [good]
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 6 and all(line.startswith("advtune: warning: skipping damaged run ") for line in lines)
+    expected = {
+        "metrics.json": "metrics.json: Expecting value: line 1 column 10",
+        "run_config.json": "run_config.json: expected a JSON object, found list",
+        "predictions.jsonl": "eval/sst2.validation/predictions.jsonl: line 201 is not a JSON object",
+        "attack": "attack/sst2.validation/metrics.json: 'utf-8' codec can't decode",
+        "robustness": "robustness/sst2.validation.json: Expecting value: line 1 column 1",
+        "splits": "metrics.json: 'splits' is not a mapping of split to metrics",
+    }
+    for what, run in damaged.items():
+        assert sum(f"run {run}: {expected[what]}" in line for line in lines) == 1, (what, lines)
+
+    assert main(["report", str(tmp_path), "--no-plots"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("skipping damaged run") == 6 and "Traceback" not in err
+    md = (tmp_path / "REPORT.md").read_text()
+    assert [row[2:4] for row in _table(md, "## All runs")] == [["standard", "1"]]
+    assert all(p.read_bytes() == data for p, data in before.items())  # the report repairs nothing

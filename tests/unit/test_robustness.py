@@ -10,8 +10,8 @@ import torch
 
 from advtune.attacks.embedding import max_loss_increase
 from advtune.embeddings import hooks_left
-from advtune.modeling import tiny_model
 from advtune.surface import filter_normalized_direction, loss_surface
+from advtune.testing import tiny_model
 
 
 @pytest.fixture
@@ -90,8 +90,8 @@ def test_loss_surface_center_is_the_model_and_weights_restored(trained, batch):
 def test_robustness_and_surface_commands_on_tiny_runs(tmp_path, capsys):
     """End to end through the pipeline: two tiny SST-2 runs, ΔL_max on shared correct examples, a surface PNG."""
     from advtune.cli import main
-    from advtune.modeling import tiny_tokenizer
     from advtune.pipeline import train
+    from advtune.testing import tiny_tokenizer
 
     model_dir = tmp_path / "tiny"
     tiny_model(num_labels=2, seed=0).save_pretrained(model_dir)

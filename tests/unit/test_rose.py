@@ -9,7 +9,7 @@ from advtune.errors import UsageError
 from advtune.methods import get_method
 from advtune.methods.base import symmetric_kl
 from advtune.methods.rose import band_mask
-from advtune.modeling import tiny_model
+from advtune.testing import tiny_model
 
 
 def test_band_mask_keeps_the_percentile_band():

@@ -14,7 +14,7 @@ from advtune.errors import UsageError
 from advtune.methods import get_method
 from advtune.methods.base import model_inputs, symmetric_kl, task_loss
 from advtune.methods.tat_tally import ErrorTally, load_confusion, sample_targets
-from advtune.modeling import tiny_model, tiny_tokenizer
+from advtune.testing import tiny_model, tiny_tokenizer
 from tests.conftest import toy_sentiment
 
 
@@ -378,3 +378,71 @@ def test_presets_hold_the_tat_paper_settings(method):
         assert training.num_train_epochs == 6 and training.weight_decay == 0.01
         if method == "tat" and task_args.task == "stsb":
             assert c.value_range() == (0.0, 5.0)
+
+
+# ------------------------------------------------------------------------------ mechanism diagnostics (diag/*)
+def _diag_step(name: str, dropout: float = 0.3, seed: int = 0, num_labels: int = 2, **cfg):
+    model = tiny_model(num_labels=num_labels, dropout=dropout, seed=0).train()
+    method = get_method(name, **cfg)
+    model = method.setup(model)
+    torch.manual_seed(seed)
+    out = method.step(model, _batch(8, num_labels=num_labels), lambda loss: loss.backward())
+    return out, _grads(model), torch.rand(3), method
+
+
+@pytest.mark.parametrize("name", ["vat", "smart", "tat", "r3f"])
+def test_diagnostics_only_add_logs(name):
+    """Diagnosed or not, a step has the same loss, gradients and random stream afterwards."""
+    on, g_on, rng_on, _ = _diag_step(name, adv_diagnostics_every=1)
+    off, g_off, rng_off, _ = _diag_step(name, adv_diagnostics_every=0)
+    assert torch.equal(on.loss, off.loss) and torch.equal(rng_on, rng_off)
+    assert g_on.keys() == g_off.keys() and all(torch.equal(g_on[n], g_off[n]) for n in g_on)
+    assert {"diag/sym_kl", "diag/abs_dlogit"} <= set(on.metrics)
+    assert not any(k.startswith("diag/") for k in off.metrics)
+
+
+@pytest.mark.parametrize("name", ["vat", "tat"])
+def test_diag_sym_kl_is_the_smoothness_term_when_the_passes_share_their_masks(name):
+    """With the clean pass's masks replayed the training term compares f(x) and f(x + δ) only: the diagnostic."""
+    out, *_ = _diag_step(name, adv_reuse_dropout=True, adv_init_scale=0.05, adv_epsilon=0.05, adv_diagnostics_every=1)
+    assert out.metrics["diag/sym_kl"] > 0
+    assert out.metrics["diag/sym_kl"] == pytest.approx(out.metrics["adv/smoothness"], rel=1e-5)
+
+
+def test_diagnostics_separate_delta_from_dropout():
+    """δ ≈ 0 under dropout 0.3: the training term is all dropout, the diagnostic (same masks) is ~0."""
+    out, *_ = _diag_step("vat", adv_init_scale=0.0, adv_epsilon=1e-12, adv_step_size=1e-12, adv_diagnostics_every=1)
+    assert out.metrics["adv/smoothness"] > 1e-6
+    assert out.metrics["diag/sym_kl"] < 1e-12 and out.metrics["diag/abs_dlogit"] < 1e-6
+
+
+def test_diag_abs_dlogit_is_the_mean_absolute_change_of_the_logits():
+    from advtune.embeddings import forward_with_delta
+
+    model = tiny_model(num_labels=3, dropout=0.0, seed=1)
+    method = get_method("r3f", adv_init_scale=0.3, adv_diagnostics_every=1)
+    batch = _batch(8, num_labels=3)
+    torch.manual_seed(2)
+    z = method.noise(model, batch)
+    with torch.no_grad():
+        by_hand = (forward_with_delta(model, batch, z).logits - model(**model_inputs(batch)).logits).abs().mean()
+    torch.manual_seed(2)
+    out = method.compute_loss(model, batch)
+    assert out.metrics["diag/abs_dlogit"] == pytest.approx(by_hand.item(), rel=1e-5)
+    assert out.metrics["diag/sym_kl"] == pytest.approx(out.metrics["r3f/sym_kl"], rel=1e-6)  # dropout off: same passes
+
+
+def test_diagnostics_every_n_steps():
+    model = tiny_model(num_labels=2, dropout=0.1, seed=0).train()
+    method = get_method("vat", adv_diagnostics_every=3)
+    seen = [("diag/sym_kl" in method.compute_loss(model, _batch(8)).metrics) for _ in range(7)]
+    assert seen == [True, False, False, True, False, False, True]
+
+
+def test_tat_target_gain_is_the_rise_of_the_target_probability_from_the_inner_steps():
+    big = dict(adv_steps=3, adv_step_size=0.5, adv_epsilon=1.0, adv_norm="l2", adv_init_scale=0.0, num_labels=3)
+    out, *_ = _diag_step("tat", dropout=0.0, adv_diagnostics_every=1, **big)
+    assert out.metrics["diag/target_gain"] > 1e-3  # the steps descend the target's loss: its probability rises
+    none = {**big, "adv_step_size": 1e-9, "adv_epsilon": 1e-9}
+    out, *_ = _diag_step("tat", dropout=0.3, adv_diagnostics_every=1, **none)
+    assert abs(out.metrics["diag/target_gain"]) < 1e-6  # no movement: no gain, whatever the dropout masks

@@ -15,7 +15,7 @@ from advtune.attacks.substitution import Victim, run_attack
 from advtune.attacks.synonyms import SynonymTable
 from advtune.attacks.textattack_adapter import TextAttackRecipe, check_recipe
 from advtune.errors import UsageError
-from advtune.modeling import tiny_tokenizer
+from advtune.testing import tiny_tokenizer
 
 from .test_attack import BUDGET, Bow, _ds
 

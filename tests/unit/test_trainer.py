@@ -9,8 +9,8 @@ from transformers import Trainer, TrainingArguments
 
 from advtune.data import collator
 from advtune.methods import get_method
-from advtune.methods.base import Method, MethodConfig, StepOutput, model_inputs, task_loss
-from advtune.modeling import tiny_model
+from advtune.methods.base import Backward, Method, MethodConfig, StepOutput, model_inputs, task_loss
+from advtune.testing import tiny_model
 from advtune.trainer import AdversarialTrainer, ReplaySampler
 
 
@@ -170,3 +170,36 @@ def test_trainer_replays_logs_and_state(tmp_path, tokenizer, toy_dataset):
     )
     trainer2._load_from_checkpoint(str(ckpt))
     assert fresh.counter.item() == 24
+
+
+class _InnerPass(Method):
+    """Runs one inner pass under ``backward.no_sync()``, as FreeLB's first K-1 passes do."""
+
+    name = "inner-pass"
+    config_class = _CountingConfig
+
+    def step(self, model, inputs, backward):
+        self.backward = backward
+        with backward.no_sync():
+            loss = task_loss(model(**model_inputs(inputs)).logits, inputs["labels"], False)
+        backward(loss)
+        return StepOutput(loss.detach(), {})
+
+
+def test_trainer_passes_the_accelerators_no_sync_with_backward(tmp_path, tokenizer, toy_dataset, monkeypatch):
+    """``no_sync`` travels with ``backward`` (no attribute is set on the method), bound to the model being trained."""
+    method = _InnerPass(adv_replays=1)
+    trainer = AdversarialTrainer(
+        model=tiny_model(),
+        args=_args(tmp_path, max_steps=2),
+        method=method,
+        train_dataset=toy_dataset,
+        data_collator=collator(tokenizer),
+    )
+    entered = []
+    real = trainer.accelerator.no_sync
+    monkeypatch.setattr(trainer.accelerator, "no_sync", lambda model: (entered.append(model), real(model))[1])
+    trainer.train()
+    assert isinstance(method.backward, Backward)
+    assert len(entered) == 2 and all(m is trainer.model for m in entered)
+    assert "no_sync" not in vars(method)

@@ -81,7 +81,7 @@ def test_regression_to_regression_is_identity_and_shape_is_checked():
 
 
 def _tiny_model_dir(path: Path, num_labels: int) -> Path:
-    from advtune.modeling import tiny_model, tiny_tokenizer
+    from advtune.testing import tiny_model, tiny_tokenizer
 
     tiny_model(num_labels=num_labels, dropout=0.0).save_pretrained(path)
     tiny_tokenizer().save_pretrained(path)

@@ -114,33 +114,18 @@ def evaluate_robustness(
     Writes ``<run>/robustness/<task>.<split>.json`` per run (summary + per-example values) unless
     ``write=False``; returns the summaries in the order of ``run_dirs``.
     """
-    from tqdm.auto import tqdm
-
-    from .. import runs
     from ..errors import UsageError
-    from ..pipeline import load_run
-    from ..tasks import get_task, resolve_data_dir
+    from ..tasks import resolve_data_dir
 
     if not run_dirs:
         raise UsageError("give at least one run")
     if c < 0 or steps < 0 or step_size <= 0 or n <= 0:
         raise UsageError(f"need c >= 0, steps >= 0, step size > 0 and n > 0 (got {c}, {steps}, {step_size}, {n})")
-    loaded = [load_run(r) for r in run_dirs]
-    target = get_task(task) if task else loaded[0].task
-    for lr in loaded:
-        if lr.task.name != target.name:
-            raise UsageError(
-                f"run {lr.path} was trained on {lr.task.name}, not {target.name}; ΔL_max needs its own task"
-            )
+    loaded, target = _load_runs_of_one_task(run_dirs, task)
     split = split or target.eval_splits[0]
     ds = target.load(split, data_dir=resolve_data_dir(data_dir))
     ds = ds.select(range(min(n, len(ds))))
-    regression = target.is_regression
-    loaders = [_loader(ds, lr.tokenizer, lr.max_length, batch_size) for lr in loaded]
-    common = torch.ones(len(ds), dtype=torch.bool)
-    for lr, loader in zip(loaded, loaders):
-        common &= _correct(lr.model, loader, regression)
-    keep = torch.nonzero(common).flatten().tolist()
+    keep = _correct_in_every_run(loaded, ds, batch_size, target.is_regression)
     if not keep:
         raise UsageError(
             f"no example of the first {len(ds)} of {target.name}.{split} is classified correctly by every run"
@@ -148,12 +133,7 @@ def evaluate_robustness(
     sub = ds.select(keep)
     results = []
     for lr in loaded:
-        deltas, cleans = [], []
-        loader = _loader(sub, lr.tokenizer, lr.max_length, batch_size)
-        for batch in tqdm(loader, desc=f"ΔL_max {lr.config['method']['name']}", leave=False):
-            d, cl = max_loss_increase(lr.model, batch, c=c, steps=steps, step_size=step_size)
-            deltas += d.tolist()
-            cleans += cl.tolist()
+        deltas, cleans = _run_loss_increases(lr, sub, batch_size, c=c, steps=steps, step_size=step_size)
         summary = {
             "task": target.name,
             "split": split,
@@ -169,11 +149,51 @@ def evaluate_robustness(
             "median_clean_loss": statistics.median(cleans),
         }
         if write:
-            per_example = [
-                {"idx": int(i), "delta_loss": d, "clean_loss": cl} for i, d, cl in zip(sub["idx"], deltas, cleans)
-            ]
-            runs.write_json_atomic(
-                lr.path / "robustness" / f"{target.name}.{split}.json", {**summary, "examples": per_example}
-            )
+            _write_result(lr.path / "robustness" / f"{target.name}.{split}.json", summary, sub["idx"], deltas, cleans)
         results.append(summary)
     return results
+
+
+def _load_runs_of_one_task(run_dirs: Sequence[str | Path], task: str | None):
+    """The loaded runs and their common task (ΔL_max is a run's loss on the task it was trained for)."""
+    from ..errors import UsageError
+    from ..pipeline import load_run
+    from ..tasks import get_task
+
+    loaded = [load_run(r) for r in run_dirs]
+    target = get_task(task) if task else loaded[0].task
+    for lr in loaded:
+        if lr.task.name != target.name:
+            raise UsageError(
+                f"run {lr.path} was trained on {lr.task.name}, not {target.name}; ΔL_max needs its own task"
+            )
+    return loaded, target
+
+
+def _correct_in_every_run(loaded, ds, batch_size: int, regression: bool) -> list[int]:
+    """Positions in ``ds`` of the examples every run classifies correctly (Table 5's common subset)."""
+    common = torch.ones(len(ds), dtype=torch.bool)
+    for lr in loaded:
+        common &= _correct(lr.model, _loader(ds, lr.tokenizer, lr.max_length, batch_size), regression)
+    return torch.nonzero(common).flatten().tolist()
+
+
+def _run_loss_increases(lr, dataset, batch_size: int, **pgd: Any) -> tuple[list[float], list[float]]:
+    """ΔL_max and the clean loss of each example of ``dataset`` for one loaded run."""
+    from tqdm.auto import tqdm
+
+    deltas, cleans = [], []
+    loader = _loader(dataset, lr.tokenizer, lr.max_length, batch_size)
+    for batch in tqdm(loader, desc=f"ΔL_max {lr.config['method']['name']}", leave=False):
+        d, cl = max_loss_increase(lr.model, batch, **pgd)
+        deltas += d.tolist()
+        cleans += cl.tolist()
+    return deltas, cleans
+
+
+def _write_result(path: Path, summary: dict[str, Any], idx, deltas: list[float], cleans: list[float]) -> None:
+    """The summary and the per-example values, in ``<run>/robustness/<task>.<split>.json``."""
+    from .. import runs
+
+    per_example = [{"idx": int(i), "delta_loss": d, "clean_loss": cl} for i, d, cl in zip(idx, deltas, cleans)]
+    runs.write_json_atomic(path, {**summary, "examples": per_example})

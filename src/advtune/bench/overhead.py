@@ -78,7 +78,7 @@ def _peak_rss_mb() -> float | None:
 def _batch(model: Any, batch_size: int, seq_len: int, device: Any, seed: int) -> dict[str, Any]:
     import torch
 
-    from ..embeddings import unwrap
+    from ..wrappers import unwrap
 
     config = unwrap(model).config
     vocab = int(config.vocab_size)
@@ -99,9 +99,9 @@ def _measure_one(
     """Train ``warmup + steps`` steps of one method; return its raw timings, passes and memory."""
     import torch
 
-    from ..embeddings import unwrap
     from ..methods import get_method
     from ..modeling import load_model
+    from ..wrappers import unwrap
 
     if threads:
         torch.set_num_threads(threads)
@@ -176,6 +176,24 @@ def measure_overhead(
     import torch
     from tqdm.auto import tqdm
 
+    names = _method_names(methods)
+    if steps < 1 or warmup < 0 or batch_size < 1 or seq_len < 2:
+        from ..errors import UsageError
+
+        raise UsageError("need steps >= 1, warmup >= 0, batch_size >= 1 and seq_len >= 2")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    isolate = (device == "cpu") if isolate is None else isolate
+    env = CPU_MALLOC_ENV if exact_cpu_memory and device == "cpu" else {}
+    overrides = method_overrides or {}
+    raw = []
+    for name in tqdm(names, desc="overhead", unit="method"):
+        args = (name, model, batch_size, seq_len, warmup, steps, device, overrides.get(name, {}), seed, threads)
+        raw.append(_measure(isolate, env, *args))
+    return [_relative_row(r, raw[0]) for r in raw]
+
+
+def _method_names(methods: list[str] | tuple[str, ...]) -> list[str]:
+    """``standard`` first (the reference of every ratio), then the others; all must be registered."""
     from ..errors import UsageError
     from ..methods import METHODS
 
@@ -183,43 +201,36 @@ def measure_overhead(
     unknown = [n for n in names if n not in METHODS]
     if unknown:
         raise UsageError(f"unknown method(s) {', '.join(unknown)} (choose from: {', '.join(sorted(METHODS))})")
-    if steps < 1 or warmup < 0 or batch_size < 1 or seq_len < 2:
-        raise UsageError("need steps >= 1, warmup >= 0, batch_size >= 1 and seq_len >= 2")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    isolate = (device == "cpu") if isolate is None else isolate
-    overrides = method_overrides or {}
-    raw = []
-    for name in tqdm(names, desc="overhead", unit="method"):
-        args = (name, model, batch_size, seq_len, warmup, steps, device, overrides.get(name, {}), seed, threads)
-        if isolate:
-            env = CPU_MALLOC_ENV if exact_cpu_memory and device == "cpu" else {}
-            with _environ(env), ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
-                raw.append(pool.submit(_measure_one, *args).result())
-        else:
-            raw.append(_measure_one(*args))
-    ref = raw[0]
+    return names
+
+
+def _measure(isolate: bool, env: dict[str, str], *args: Any) -> dict[str, Any]:
+    """One method's raw measurement, in a fresh spawned process when ``isolate`` (its own peak memory)."""
+    if not isolate:
+        return _measure_one(*args)
+    with _environ(env), ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(_measure_one, *args).result()
+
+
+def _relative_row(r: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]:
+    """A method's row of the overhead table: its medians and their ratios to the reference (``standard``)."""
     ref_time, ref_cpu = statistics.median(ref["times"]), statistics.median(ref["cpu_times"])
-    rows = []
-    for r in raw:
-        t = statistics.median(r["times"])
-        pass_ratio = r["passes"] / ref["passes"] if ref["passes"] else None
-        time_ratio = t / ref_time
-        cpu_ratio = statistics.median(r["cpu_times"]) / ref_cpu if ref_cpu > 0 else None
-        mem_ratio = r["mem_mb"] / ref["mem_mb"] if r["mem_mb"] is not None and ref["mem_mb"] else None
-        rows.append(
-            {
-                "method": r["method"],
-                "passes": round(r["passes"], 2),
-                "pass_ratio": round(pass_ratio, 2) if pass_ratio else None,
-                "step_s": round(t, 4),
-                "time_ratio": round(time_ratio, 2),
-                "time_per_pass": round(time_ratio / pass_ratio, 2) if pass_ratio else None,
-                "cpu_ratio": round(cpu_ratio, 2) if cpu_ratio is not None else None,
-                "mem_mb": round(r["mem_mb"], 1) if r["mem_mb"] is not None else None,
-                "mem_ratio": round(mem_ratio, 2) if mem_ratio is not None else None,
-            }
-        )
-    return rows
+    t = statistics.median(r["times"])
+    pass_ratio = r["passes"] / ref["passes"] if ref["passes"] else None
+    time_ratio = t / ref_time
+    cpu_ratio = statistics.median(r["cpu_times"]) / ref_cpu if ref_cpu > 0 else None
+    mem_ratio = r["mem_mb"] / ref["mem_mb"] if r["mem_mb"] is not None and ref["mem_mb"] else None
+    return {
+        "method": r["method"],
+        "passes": round(r["passes"], 2),
+        "pass_ratio": round(pass_ratio, 2) if pass_ratio else None,
+        "step_s": round(t, 4),
+        "time_ratio": round(time_ratio, 2),
+        "time_per_pass": round(time_ratio / pass_ratio, 2) if pass_ratio else None,
+        "cpu_ratio": round(cpu_ratio, 2) if cpu_ratio is not None else None,
+        "mem_mb": round(r["mem_mb"], 1) if r["mem_mb"] is not None else None,
+        "mem_ratio": round(mem_ratio, 2) if mem_ratio is not None else None,
+    }
 
 
 @contextlib.contextmanager

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import runs
-from ..errors import UsageError
+from ..errors import UsageError, describe
 from .suites import ALL, Suite, TaskSpec, Variant
 
 TrainFn = Callable[..., Path]
@@ -102,7 +102,7 @@ class Cell:
 
     # ---- state on disk
     def is_trained(self) -> bool:
-        return runs.is_finished(self.run_dir)
+        return runs.is_complete(self.run_dir)  # a damaged metrics.json: trained again
 
     def is_attacked(self) -> bool:
         """Attacked, or nothing to attack (no attack asked; a regression task has no label to flip)."""
@@ -166,61 +166,18 @@ def build_grid(
     """
     out = Path(out)
     registered = list(registered) if registered is not None else registered_methods()
-    notes: list[str] = []
     wanted = _csv(methods) or list(suite.methods)
     if tuple(wanted) == ALL:
         wanted = list(registered)
-    chosen: list[str] = []
-    only: dict[str, list[str]] = {}  # "vat-mtdnn": the variant's cells alone, without the plain method
-    for m in wanted:
-        base, _, variant_name = m.partition("-")
-        if m in registered:
-            chosen.append(m)
-        elif base in registered and variant_name in {v.name for v in suite.variants.get(base, ())}:
-            if base not in chosen:
-                chosen.append(base)
-            only.setdefault(base, []).append(variant_name)
-        else:
-            notes.append(f"method '{m}' is not registered; skipped (registered: {', '.join(registered)})")
-    if not chosen:
-        raise UsageError(f"no registered method to run in suite '{suite.name}' ({'; '.join(notes)})")
-    try:
-        seed_list = [int(s) for s in (_csv(seeds) or suite.seeds)]  # type: ignore[arg-type]
-    except ValueError:
-        raise UsageError(f"--seeds must be comma-separated integers, got {seeds!r}") from None
-    task_filter = _csv(tasks)
-    # an exact label wins over a task name: "banking77" is the full-data label, not also "banking77-half"
-    labels = {t.label for t in suite.tasks}
-    specs = [
-        t
-        for t in suite.tasks
-        if not task_filter or t.label in task_filter or (t.task in task_filter and t.task not in labels)
-    ]
-    if task_filter and not specs:
-        known = sorted({t.label for t in suite.tasks} | {t.task for t in suite.tasks})
-        raise UsageError(
-            f"--tasks {','.join(task_filter)} matches no task of suite '{suite.name}' ({', '.join(known)})"
-        )
-    variant_filter = _csv(variants)
-    known_variants = {v.name for vs in suite.variants.values() for v in vs}
-    unknown = set(variant_filter or ()) - known_variants - {"none"}
-    if unknown:
-        raise UsageError(
-            f"--variants {','.join(sorted(unknown))}: suite '{suite.name}' has "
-            + (f"the variants {', '.join(sorted(known_variants))}" if known_variants else "no variants")
-        )
+    chosen, only, notes = _choose_methods(suite, wanted, registered)
+    seed_list = _seed_list(suite, seeds)
+    specs = _task_specs(suite, _csv(tasks))
+    variant_filter = _variant_filter(suite, _csv(variants))
     cells = []
     for spec in specs:
         for m in chosen:
-            wanted_variants = [
-                v
-                for v in suite.variants.get(m, ())
-                if (variant_filter is None or v.name in variant_filter) or v.name in only.get(m, ())
-            ]
             plain = (None,) if m in wanted else ()
-            if m in only and m not in wanted:
-                wanted_variants = [v for v in wanted_variants if v.name in only[m]]
-            for variant in (*plain, *wanted_variants):
+            for variant in (*plain, *_method_variants(suite, m, wanted, only, variant_filter)):
                 overrides = {**suite.method_overrides.get(m, {}), **(variant.overrides if variant else {})}
                 for seed in seed_list:
                     label = f"{m}-{variant.name}" if variant else m
@@ -233,19 +190,98 @@ def build_grid(
                             variant=variant,
                             run_dir=out / spec.label / label / f"seed{seed}",
                             model=model or suite.model,
-                            training={
-                                **suite.training,
-                                **suite.method_training.get(m, {}),
-                                **spec.args,
-                                **(variant.training if variant else {}),
-                                **(training or {}),
-                            },
+                            training=_cell_training(suite, spec, m, variant, training),
                             method_overrides=overrides,
                             attack=suite.attack if attack else None,
                             overridden=dict(training or {}),
                         )
                     )
     return cells, notes
+
+
+def _choose_methods(
+    suite: Suite, wanted: Sequence[str], registered: Sequence[str]
+) -> tuple[list[str], dict[str, list[str]], list[str]]:
+    """The registered methods to run, the variants asked for alone (``vat-mtdnn``) and notes on the rest."""
+    chosen: list[str] = []
+    only: dict[str, list[str]] = {}  # "vat-mtdnn": the variant's cells alone, without the plain method
+    notes: list[str] = []
+    for m in wanted:
+        base, _, variant_name = m.partition("-")
+        if m in registered:
+            chosen.append(m)
+        elif base in registered and variant_name in {v.name for v in suite.variants.get(base, ())}:
+            if base not in chosen:
+                chosen.append(base)
+            only.setdefault(base, []).append(variant_name)
+        else:
+            notes.append(f"method '{m}' is not registered; skipped (registered: {', '.join(registered)})")
+    if not chosen:
+        raise UsageError(f"no registered method to run in suite '{suite.name}' ({'; '.join(notes)})")
+    return chosen, only, notes
+
+
+def _seed_list(suite: Suite, seeds: str | Sequence[int] | None) -> list[int]:
+    try:
+        return [int(s) for s in (_csv(seeds) or suite.seeds)]  # type: ignore[arg-type]
+    except ValueError:
+        raise UsageError(f"--seeds must be comma-separated integers, got {seeds!r}") from None
+
+
+def _task_specs(suite: Suite, task_filter: list[str] | None) -> list[TaskSpec]:
+    """The suite's tasks matching ``--tasks`` by label or by task name."""
+    # an exact label wins over a task name: "banking77" is the full-data label, not also "banking77-half"
+    labels = {t.label for t in suite.tasks}
+    specs = [
+        t
+        for t in suite.tasks
+        if not task_filter or t.label in task_filter or (t.task in task_filter and t.task not in labels)
+    ]
+    if task_filter and not specs:
+        known = sorted({t.label for t in suite.tasks} | {t.task for t in suite.tasks})
+        raise UsageError(
+            f"--tasks {','.join(task_filter)} matches no task of suite '{suite.name}' ({', '.join(known)})"
+        )
+    return specs
+
+
+def _variant_filter(suite: Suite, variant_filter: list[str] | None) -> list[str] | None:
+    """``--variants`` checked against the suite's variants (``none`` is always known)."""
+    known_variants = {v.name for vs in suite.variants.values() for v in vs}
+    unknown = set(variant_filter or ()) - known_variants - {"none"}
+    if unknown:
+        raise UsageError(
+            f"--variants {','.join(sorted(unknown))}: suite '{suite.name}' has "
+            + (f"the variants {', '.join(sorted(known_variants))}" if known_variants else "no variants")
+        )
+    return variant_filter
+
+
+def _method_variants(
+    suite: Suite, m: str, wanted: Sequence[str], only: dict[str, list[str]], variant_filter: list[str] | None
+) -> list[Variant]:
+    """The variants of method ``m`` to run: those ``--variants`` keeps, or only those asked for by name."""
+    chosen = [
+        v
+        for v in suite.variants.get(m, ())
+        if (variant_filter is None or v.name in variant_filter) or v.name in only.get(m, ())
+    ]
+    if m in only and m not in wanted:
+        chosen = [v for v in chosen if v.name in only[m]]
+    return chosen
+
+
+def _cell_training(
+    suite: Suite, spec: TaskSpec, m: str, variant: Variant | None, training: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Training arguments, later ones winning: suite budget, method, task's data budget, variant, command line."""
+    return {
+        **suite.training,
+        **suite.method_training.get(m, {}),
+        **spec.args,
+        **(variant.training if variant else {}),
+        **(training or {}),
+    }
 
 
 # ------------------------------------------------------------------------------------------ running
@@ -342,8 +378,8 @@ def run_grid(
             except Exception as exc:  # noqa: BLE001 - reported, the grid goes on
                 if stop_on_error:
                     raise
-                result.failed.append((cell.name, f"{type(exc).__name__}: {exc}"))
-                log(f"FAILED {cell.name}: {type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}")
+                result.failed.append((cell.name, f"{type(exc).__name__}: {describe(exc)}"))
+                log(f"FAILED {cell.name}: {type(exc).__name__}: {describe(exc)}\n{traceback.format_exc(limit=3)}")
             bar.update(1)
     finally:
         bar.close()

@@ -5,12 +5,14 @@ on every language's test set with no target-language training. ``advtune eval --
 writes, next to the overall accuracy, one ``accuracy.<lang>`` entry per language and
 ``accuracy.avg``, the unweighted mean over languages (TAT's "Avg." column; with XNLI's equal-size
 test sets it equals the pooled accuracy, with user files of unequal sizes it does not).
+
+This module computes from predictions only; :func:`advtune.bench.crosslingual.evaluate_crosslingual`
+drives a run's evaluation (the pipeline calls this module, so this module cannot call the pipeline).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -61,19 +63,4 @@ def crosslingual_table(results: Mapping[str, Mapping[str, float]], percent: bool
     return "\n".join(lines)
 
 
-def evaluate_crosslingual(
-    run_dir: str | Path,
-    task: str = "xnli",
-    split: str = "test",
-    data_dir: str | None = None,
-    data_file: str | None = None,
-    max_samples: int | None = None,
-) -> dict[str, float]:
-    """Evaluate a finished run on every language of ``task``; returns the per-language metrics."""
-    from ..pipeline import evaluate
-
-    result = evaluate(run_dir, task=task, split=split, data_dir=data_dir, data_file=data_file, max_samples=max_samples)
-    return next(iter(result.values()))
-
-
-__all__ = ["crosslingual_table", "evaluate_crosslingual", "language_order", "language_scores", "per_language_metrics"]
+__all__ = ["crosslingual_table", "language_order", "language_scores", "per_language_metrics"]

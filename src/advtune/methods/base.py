@@ -24,8 +24,35 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UsageError
+from ..wrappers import unwrap
 
-Backward = Callable[[torch.Tensor], None]
+METHOD_STATE_FILE = "method_state.pt"
+"""Name of the method-state file (``Method.state_dict()``) in checkpoints and run folders."""
+
+
+class Backward:
+    """The injected backward pass, and with it the way to skip DDP's gradient all-reduce.
+
+    ``backward(loss)`` runs the trainer's backward (``accelerator.backward`` with gradient-accumulation
+    scaling); ``with backward.no_sync(): ...`` runs inner passes whose parameter gradients must not be
+    all-reduced yet (FreeLB's first K-1 passes). Both travel together because they belong to the same
+    model wrapper; a plain callable is accepted everywhere (:meth:`of`) and then never skips a sync.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[[torch.Tensor], None],
+        no_sync: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    ) -> None:
+        self.fn, self.no_sync = fn, no_sync
+
+    def __call__(self, loss: torch.Tensor) -> None:
+        self.fn(loss)
+
+    @classmethod
+    def of(cls, backward: Callable[[torch.Tensor], None]) -> Backward:
+        """``backward`` itself when it is a :class:`Backward`, else a wrapper without ``no_sync``."""
+        return backward if isinstance(backward, Backward) else cls(backward)
 
 
 class StepOutput(NamedTuple):
@@ -63,6 +90,14 @@ def cfg_field(default: Any, help: str, **kwargs: Any) -> Any:  # noqa: A002 - mi
     return field(default=default, metadata={"help": help, **kwargs.pop("metadata", {})}, **kwargs)
 
 
+@dataclass
+class DropoutReplayConfig(MethodConfig):
+    """Mixin of the methods that can give every forward pass of a step the first pass's dropout masks
+    (FreeLB section 3.3; FGM, PGD, FreeLB, YOPO, VAT, SMART, TAT, R3F), see :mod:`advtune.dropout_replay`."""
+
+    adv_reuse_dropout: bool = cfg_field(False, "reuse the first forward pass's dropout masks in every pass of a step")
+
+
 class Method:
     """A training method. Subclasses set ``name``, ``config_class`` and ``paper``."""
 
@@ -80,8 +115,6 @@ class Method:
                 f"method '{self.name}' expects a {self.config_class.__name__}, got {type(config).__name__}"
             )
         self.config = config
-        # Set by the trainer: a context manager factory that disables DDP gradient sync for inner passes.
-        self.no_sync: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
 
     # ------------------------------------------------------------------ protocol
     @property
@@ -89,15 +122,23 @@ class Method:
         """Optimizer steps per mini-batch (FreeAT / YOPO replay each batch this many times)."""
         return int(getattr(self.config, "adv_replays", 1) or 1)
 
-    def setup(self, model: torch.nn.Module) -> torch.nn.Module:
-        """Adapt the model before training (add heads, freeze parts, wrap with PEFT). Default: none."""
+    def setup(self, model: torch.nn.Module, tokenizer: Any = None, task: Any = None) -> torch.nn.Module:
+        """Adapt the model before training (add heads, freeze parts, wrap with PEFT). Default: none.
+
+        ``tokenizer`` and ``task`` (an :class:`advtune.tasks.Task`) are what a method may need besides the
+        model, e.g. a synonym-aware method builds its vocabulary neighbourhoods from the tokenizer; both are
+        ``None`` when the caller has none (unit tests, benchmarks on a bare model).
+        """
         return model
 
     def compute_loss(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> StepOutput:
         raise NotImplementedError(f"{type(self).__name__} must implement compute_loss() or step()")
 
     def step(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor], backward: Backward) -> StepOutput:
-        """Forward and backward passes of one training step; never calls the optimizer."""
+        """Forward and backward passes of one training step; never calls the optimizer.
+
+        ``backward`` is a :class:`Backward` or any callable that backpropagates a loss.
+        """
         out = self.compute_loss(model, inputs)
         backward(out.loss)
         return StepOutput(out.loss.detach(), out.metrics)
@@ -139,7 +180,7 @@ def model_inputs(inputs: dict[str, Any]) -> dict[str, Any]:
 
 
 def is_regression(model: torch.nn.Module) -> bool:
-    config = getattr(_unwrap(model), "config", None)
+    config = getattr(unwrap(model), "config", None)
     return getattr(config, "problem_type", None) == "regression" or getattr(config, "num_labels", 2) == 1
 
 
@@ -159,9 +200,3 @@ def symmetric_kl(p_logits: torch.Tensor, q_logits: torch.Tensor, regression: boo
     kl_pq = F.kl_div(q_log, p_log, log_target=True, reduction="batchmean")  # KL(p || q)
     kl_qp = F.kl_div(p_log, q_log, log_target=True, reduction="batchmean")  # KL(q || p)
     return kl_pq + kl_qp
-
-
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
-        model = model.module
-    return model

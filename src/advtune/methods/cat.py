@@ -31,14 +31,16 @@ from __future__ import annotations
 import contextlib
 import copy
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from ..distributed import all_gather_with_grad, same_choice, sum_rows, world_size
-from ..embeddings import embedding_dim, perturb_embedding_rows, perturb_embeddings, row_gradients, unwrap
-from ..perturbation import normalize
-from ..representation import sentence_representation
+from ..embeddings import embedding_dim, perturb_embedding_rows, perturb_embeddings, row_gradients
+from ..perturbation import masked_norm, normalize
+from ..pooling import sentence_representation
+from ..wrappers import unwrap
 from .base import Method, MethodConfig, StepOutput, cfg_field, is_regression, model_inputs, task_loss
 
 HEAD = "advtune_cat_head"
@@ -104,7 +106,7 @@ class CAT(Method):
     config_class = CATConfig
     paper = {"title": "Improved Text Classification via Contrastive Adversarial Training", "arxiv": "2107.10137"}
 
-    def setup(self, model: torch.nn.Module) -> torch.nn.Module:
+    def setup(self, model: torch.nn.Module, tokenizer: Any = None, task: Any = None) -> torch.nn.Module:
         """Attach the projection head (eqs. 7-8) as ``model.advtune_cat_head`` so the optimizer,
         which is built from ``model.parameters()``, trains it; :meth:`inference_model` strips it."""
         inner = unwrap(model)
@@ -151,14 +153,12 @@ class CAT(Method):
         g = grad.detach().float() * (mask.unsqueeze(-1).float() if mask is not None else 1.0)
         if self.config.adv_target == "embeddings":
             delta = eps * normalize(g, mask, norm)
-            size = delta.abs().amax() if norm == "linf" else delta.flatten(1).norm(dim=1).max()
-            return perturb_embeddings(model, delta), float(size)
+            return perturb_embeddings(model, delta), float(masked_norm(delta, mask, norm).max())
         token_ids, rows = row_gradients(g, input_ids)
         if world_size() > 1:  # ∇_V of the combined batch's mean loss: shard sums weighted by shard size
             token_ids, rows = sum_rows(token_ids, rows * input_ids.shape[0])
         r = eps * normalize(rows.unsqueeze(0), None, norm)[0]
-        size = r.abs().amax() if norm == "linf" else r.norm()
-        return perturb_embedding_rows(model, token_ids, r), float(size)
+        return perturb_embedding_rows(model, token_ids, r), float(masked_norm(r.unsqueeze(0), None, norm)[0])
 
     def compute_loss(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> StepOutput:
         cfg, regression, labels = self.config, is_regression(model), inputs["labels"]

@@ -27,15 +27,15 @@ from dataclasses import dataclass
 
 import torch
 
-from ..embeddings import RNGState, maybe_replay
+from ..dropout_replay import dropout_rng, maybe_replay
 from ..perturbation import ascent_step, init_delta
-from .adversarial import adv_loss, delta_frame, delta_metrics
-from .base import Backward, Method, MethodConfig, StepOutput, cfg_field
+from .base import Backward, DropoutReplayConfig, Method, StepOutput, cfg_field
+from .embedding_space import EmbeddingFamilyConfig, adv_loss, delta_frame, delta_metrics
 
 
 @dataclass
-class FGMConfig(MethodConfig):
-    """FGM/FGSM hyper-parameters.
+class FGMConfig(DropoutReplayConfig, EmbeddingFamilyConfig):
+    """FGM/FGSM hyper-parameters; ε and the norm are :class:`EmbeddingFamilyConfig`'s.
 
     Args:
         adv_epsilon (`float`, *optional*, defaults to `0.1`): size ε of the single step (= the ball radius),
@@ -49,11 +49,10 @@ class FGMConfig(MethodConfig):
     adv_epsilon: float = cfg_field(0.1, "size epsilon of the single gradient step (per example)")
     adv_norm: str = cfg_field("l2", "l2 = FGM (normalised gradient), linf = FGSM (sign of the gradient)")
     adv_weight: float = cfg_field(1.0, "weight w of the adversarial loss: objective (clean + w*adv)/(1+w)")
-    adv_reuse_dropout: bool = cfg_field(False, "use the same dropout mask for the clean and perturbed pass")
 
     def validate(self) -> None:
         self._check(self.adv_epsilon > 0, "adv_epsilon", "must be > 0")
-        self._check(self.adv_norm in ("l2", "linf"), "adv_norm", "choose from l2, linf")
+        super().validate()
         self._check(self.adv_weight >= 0, "adv_weight", "must be >= 0")
 
 
@@ -66,11 +65,11 @@ class FGM(Method):
     }
 
     def step(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor], backward: Backward) -> StepOutput:
-        cfg = self.config
+        cfg, backward = self.config, Backward.of(backward)
         like, mask = delta_frame(model, inputs)
         zero = init_delta(like, mask, "zero").requires_grad_()
-        rng = RNGState.capture(like.device) if cfg.adv_reuse_dropout and model.training else None
-        with self.no_sync(), maybe_replay(rng):
+        rng = dropout_rng(cfg.adv_reuse_dropout, model, like.device)
+        with backward.no_sync(), maybe_replay(rng):
             clean = adv_loss(model, inputs, zero)
             backward(clean / (1 + cfg.adv_weight))
         r = ascent_step(zero, zero.grad, mask, cfg.adv_epsilon, cfg.adv_epsilon, cfg.adv_norm)

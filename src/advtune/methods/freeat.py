@@ -29,13 +29,13 @@ from typing import Any
 import torch
 
 from ..perturbation import ascent_step, init_delta
-from .adversarial import EmbeddingAdvConfig, adv_loss, delta_frame, delta_metrics
 from .base import Backward, Method, StepOutput, cfg_field
+from .embedding_space import AscentConfig, adv_loss, delta_frame, delta_metrics
 
 
 @dataclass
-class FreeATConfig(EmbeddingAdvConfig):
-    """FreeAT hyper-parameters; see :class:`EmbeddingAdvConfig` for ε, α and norm.
+class FreeATConfig(AscentConfig):
+    """FreeAT hyper-parameters; see :class:`AscentConfig` for ε, α and norm.
 
     Args:
         adv_replays (`int`, *optional*, defaults to `3`): replays m of each mini-batch (= optimizer steps).

@@ -42,8 +42,8 @@ import torch
 
 from ..embeddings import embedding_dim, input_embedding_module, word_embeddings
 from ..errors import UsageError
-from ..perturbation import ascent_step, init_delta, masked_norm
-from .base import Method, MethodConfig, StepOutput, cfg_field, is_regression, model_inputs, task_loss
+from ..perturbation import ascent_step, init_delta, masked_norm, project
+from .base import Backward, Method, MethodConfig, StepOutput, cfg_field, is_regression, model_inputs, task_loss
 
 ADAPTER_DIR = "peft_adapter"
 POOLINGS = ("first", "mean")
@@ -143,7 +143,7 @@ class PEAFT(Method):
         self.attack_prompt_init: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ model surgery
-    def setup(self, model: torch.nn.Module) -> torch.nn.Module:
+    def setup(self, model: torch.nn.Module, tokenizer: Any = None, task: Any = None) -> torch.nn.Module:
         from peft import PromptTuningConfig, PromptTuningInit, get_peft_model
 
         c = self.config
@@ -186,7 +186,7 @@ class PEAFT(Method):
             return model(inputs_embeds=embeds, **kwargs).logits
 
     def step(self, model, inputs, backward) -> StepOutput:
-        c = self.config
+        c, backward = self.config, Backward.of(backward)
         regression, labels = is_regression(model), inputs["labels"]
         mask = inputs["attention_mask"]
         step_size = c.adv_step_size if c.adv_step_size is not None else 2 * c.adv_epsilon
@@ -194,7 +194,7 @@ class PEAFT(Method):
         delta = init_delta(ref, mask, "uniform", c.adv_init_scale, "l2")
         prompt = None if self.attack_prompt is None else self.attack_prompt.to(ref.device).clone()
         adv_losses = []
-        with self.no_sync():
+        with backward.no_sync():
             for _ in range(c.adv_steps):
                 delta.requires_grad_()
                 leaves = [delta] + ([prompt.requires_grad_()] if prompt is not None else [])
@@ -222,8 +222,10 @@ class PEAFT(Method):
     def _prompt_step(self, prompt: torch.Tensor, grad: torch.Tensor, step_size: float) -> torch.Tensor:
         init = self.attack_prompt_init.to(prompt.device)
         moved = prompt.detach().float() + step_size * torch.nan_to_num(grad.float()).sign()
-        c = self.config.adv_prompt_epsilon
-        return (init + (moved - init).clamp(-c, c)).detach()
+        radius = self.config.adv_prompt_epsilon
+        if radius == 0:  # a radius of 0 pins the prompt (project() would read 0 as unbounded)
+            return init.clone()
+        return init + project((moved - init).unsqueeze(0), None, radius, "linf")[0]
 
     # ------------------------------------------------------------------ inference, saving, state
     def inference_model(self, model: torch.nn.Module) -> torch.nn.Module:

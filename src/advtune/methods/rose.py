@@ -28,7 +28,17 @@ from typing import Any
 
 import torch
 
-from .base import Method, MethodConfig, StepOutput, cfg_field, is_regression, model_inputs, symmetric_kl, task_loss
+from .base import (
+    Backward,
+    Method,
+    MethodConfig,
+    StepOutput,
+    cfg_field,
+    is_regression,
+    model_inputs,
+    symmetric_kl,
+    task_loss,
+)
 
 
 @dataclass
@@ -69,7 +79,7 @@ class ROSE(Method):
         return [(n, p) for n, p in model.named_parameters() if p.requires_grad and all(t in n for t in terms)]
 
     def step(self, model, inputs, backward) -> StepOutput:
-        c = self.config
+        c, backward = self.config, Backward.of(backward)
         regression = is_regression(model)
         x = model_inputs(inputs)
         logits_a, logits_b = model(**x).logits, model(**x).logits  # two independent dropout masks
@@ -80,7 +90,7 @@ class ROSE(Method):
         params = self.selectable(model)
         masked: list[torch.nn.Parameter] = []
         if params and self.steps > c.adv_warmup_steps:
-            with self.no_sync():
+            with backward.no_sync():
                 grads = torch.autograd.grad(kl, [p for _, p in params], retain_graph=True, allow_unused=True)
             saliency = torch.stack([g.float().norm() if g is not None else kl.new_zeros(()) for g in grads])
             keep = band_mask(saliency, c.adv_lower, c.adv_upper)

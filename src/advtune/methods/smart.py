@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch.func import functional_call
 
-from ..embeddings import unwrap
+from ..wrappers import unwrap
 from .base import cfg_field, symmetric_kl
 from .vat import VAT, VATConfig
 

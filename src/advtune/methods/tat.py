@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
+from ..distributed import all_reduce_sum
 from ..errors import UsageError
 from .base import cfg_field, task_loss
 from .tat_tally import ErrorTally, load_confusion
@@ -86,8 +86,9 @@ class TAT(VAT):
         self.tally: ErrorTally | None = None
         self.generator: torch.Generator | None = None
         self.label_names: list[str] | None = None
+        self.targets: torch.Tensor | None = None  # this step's target labels (classification), for diag/target_gain
 
-    def setup(self, model: torch.nn.Module) -> torch.nn.Module:
+    def setup(self, model: torch.nn.Module, tokenizer: Any = None, task: Any = None) -> torch.nn.Module:
         id2label = getattr(getattr(model, "config", None), "id2label", None) or {}
         self.label_names = [str(id2label.get(i, i)) for i in range(len(id2label))] or None
         return model
@@ -120,17 +121,22 @@ class TAT(VAT):
             tally = self._tally(clean.shape[-1], False)
             tally.observe(labels.long(), clean.argmax(-1))
             targets = tally.sample(labels.long(), self.generator).to(device)
+        self.targets = None if regression else targets
         return (lambda adv_logits: task_loss(adv_logits, targets, regression)), {}
+
+    def diagnose_inner(self, model: torch.nn.Module, batch: dict[str, Any], shifted: torch.Tensor, masks):
+        """``diag/target_gain``: mean gain of the target label's probability from δ_0 to δ_K (same masks)."""
+        if self.targets is None or self.start is None:
+            return {}
+        start = self.replayed(model, batch, self.start, masks)
+        p_end = shifted.float().softmax(-1).gather(-1, self.targets[:, None])
+        p_start = start.float().softmax(-1).gather(-1, self.targets[:, None])
+        return {"diag/target_gain": float((p_end - p_start).mean())}
 
     def on_epoch_end(self, epoch: int) -> dict[str, float]:
         if self.tally is None:
             return {}
-        if dist.is_available() and dist.is_initialized():
-            counts = self.tally.counts.clone()
-            if dist.get_backend() == "nccl":
-                counts = counts.cuda()
-            dist.all_reduce(counts)
-            self.tally.counts.copy_(counts.cpu())
+        self.tally.counts.copy_(all_reduce_sum(self.tally.counts))
         logs = self.tally.summary(self.label_names)
         logger.info("TAT error tally after epoch %s (rows gold, columns predicted):\n%s", epoch, self.tally.counts)
         self.tally.refresh()

@@ -37,38 +37,38 @@ normalize``) rather than MT-DNN's ``g / max|g|``; both are steepest-ascent direc
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from ..embeddings import RNGState, embedding_output_dim, forward_with_delta, maybe_replay, word_embeddings
+from ..dropout_replay import RNGState, dropout_rng, maybe_replay
+from ..embeddings import embedding_output_dim, forward_with_delta, word_embeddings
 from ..perturbation import NORMS, ascent_step, gradient_share, init_delta, masked_norm, project, unit_linf_step
-from .base import Method, MethodConfig, StepOutput, cfg_field, is_regression, model_inputs, symmetric_kl, task_loss
+from .base import Backward, Method, StepOutput, cfg_field, is_regression, model_inputs, symmetric_kl, task_loss
+from .smoothness import Diagnostics, SmoothnessConfig, output_shift
 
 Objective = Callable[[torch.Tensor], torch.Tensor]
+NoSync = Callable[[], contextlib.AbstractContextManager]
 VARIANTS = ("paper", "mtdnn")
 
 
 @dataclass
-class VATConfig(MethodConfig):
-    """Hyper-parameters of VAT (defaults: SMART section 5, also used by TAT section 3.1).
+class VATConfig(SmoothnessConfig):
+    """Hyper-parameters of VAT (defaults: SMART section 5, also used by TAT section 3.1); σ, α and
+    dropout reuse are :class:`~advtune.methods.smoothness.SmoothnessConfig`'s.
 
     adv_steps (`int`, *optional*, defaults to `1`): K, inner steps estimating the worst δ.
     adv_step_size (`float`, *optional*, defaults to `1e-3`): η, size of each normalised L∞ step.
     adv_epsilon (`float`, *optional*, defaults to `1e-5`): ε, L∞ radius δ is projected to (0 = none).
-    adv_init_scale (`float`, *optional*, defaults to `1e-5`): σ, standard deviation of δ's initial noise.
-    adv_alpha (`float`, *optional*, defaults to `1.0`): α, weight of the smoothness term (eq. 1).
     """
 
     adv_steps: int = cfg_field(1, "K: inner steps estimating the adversarial perturbation.")
     adv_step_size: float = cfg_field(1e-3, "eta: size of each normalised inner step.")
     adv_epsilon: float = cfg_field(1e-5, "epsilon: radius of the perturbation ball (0 = unbounded).")
-    adv_init_scale: float = cfg_field(1e-5, "sigma: standard deviation of the N(0, sigma^2) initial perturbation.")
     adv_norm: str = cfg_field("linf", "Norm of the perturbation ball and of the normalised steps: linf or l2.")
-    adv_alpha: float = cfg_field(1.0, "alpha: weight of the adversarial smoothness term in the loss.")
-    adv_reuse_dropout: bool = cfg_field(False, "Give the perturbed forward passes the clean pass's dropout masks.")
     adv_variant: str = cfg_field(
         "paper",
         "paper: delta on the word embeddings, sign steps projected to epsilon (the papers' text); mtdnn: delta on "
@@ -76,12 +76,11 @@ class VATConfig(MethodConfig):
     )
 
     def validate(self) -> None:
+        super().validate()
         self._check(self.adv_steps >= 1, "adv_steps", "must be >= 1")
         self._check(self.adv_step_size > 0, "adv_step_size", "must be > 0")
         self._check(self.adv_epsilon >= 0, "adv_epsilon", "must be >= 0 (0 = unbounded)")
-        self._check(self.adv_init_scale >= 0, "adv_init_scale", "must be >= 0")
         self._check(self.adv_norm in NORMS, "adv_norm", f"choose from {', '.join(NORMS)}")
-        self._check(self.adv_alpha >= 0, "adv_alpha", "must be >= 0")
         self._check(self.adv_variant in VARIANTS, "adv_variant", f"choose from {', '.join(VARIANTS)}")
 
 
@@ -93,6 +92,11 @@ class VAT(Method):
     paper = {"title": "SMART: Robust and Efficient Fine-Tuning for Pre-trained NLP Models", "arxiv": "1911.03437"}
     descend = False  # the inner steps ascend their objective; TAT descends toward a target label
     last_gradient_share = 0.0  # mtdnn variant: the gradient's share of the last unit-L∞ step (logged)
+
+    def __init__(self, config: VATConfig | None = None, **overrides: Any) -> None:
+        super().__init__(config, **overrides)
+        self.diagnostics = Diagnostics()
+        self.start: torch.Tensor | None = None
 
     def inner_objective(
         self, clean_logits: torch.Tensor, inputs: dict[str, Any], regression: bool
@@ -113,8 +117,16 @@ class VAT(Method):
         layer's output for the reference-code variant."""
         return "output" if self.config.adv_variant == "mtdnn" else "word"
 
-    def perturbation(self, model: torch.nn.Module, inputs: dict[str, Any], objective: Objective, rng) -> torch.Tensor:
-        """δ after K normalised steps on ``objective`` (gradients to δ only, no parameter grads)."""
+    def perturbation(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        objective: Objective,
+        rng: RNGState | None,
+        no_sync: NoSync = contextlib.nullcontext,
+    ) -> torch.Tensor:
+        """δ after K normalised steps on ``objective`` (gradients to δ only, no parameter grads, under
+        ``no_sync``: DDP must not expect a reduction for them)."""
         cfg = self.config
         mask = inputs.get("attention_mask")
         mtdnn = cfg.adv_variant == "mtdnn"
@@ -129,9 +141,10 @@ class VAT(Method):
             delta = project(
                 init_delta(like, mask, "normal", cfg.adv_init_scale, cfg.adv_norm), mask, cfg.adv_epsilon, cfg.adv_norm
             )
+        self.start = delta.detach()  # δ_0, for the diagnostics of the inner steps
         for _ in range(cfg.adv_steps):
             delta.requires_grad_()
-            with torch.enable_grad(), self.no_sync(), maybe_replay(rng):  # also when called under no_grad
+            with torch.enable_grad(), no_sync(), maybe_replay(rng):  # also when called under no_grad
                 value = objective(forward_with_delta(model, inputs, delta, self.site).logits)
             (grad,) = torch.autograd.grad(value, delta)
             if mtdnn:
@@ -141,16 +154,26 @@ class VAT(Method):
                 delta = ascent_step(delta, grad, mask, cfg.adv_step_size, cfg.adv_epsilon, cfg.adv_norm, self.descend)
         return delta
 
-    def compute_loss(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> StepOutput:
+    def step(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor], backward: Backward) -> StepOutput:
+        """The single-backward step, with the inner steps under ``backward.no_sync()``."""
+        backward = Backward.of(backward)
+        out = self.compute_loss(model, inputs, no_sync=backward.no_sync)
+        backward(out.loss)
+        return StepOutput(out.loss.detach(), out.metrics)
+
+    def compute_loss(
+        self, model: torch.nn.Module, inputs: dict[str, torch.Tensor], no_sync: NoSync = contextlib.nullcontext
+    ) -> StepOutput:
         cfg = self.config
         regression = is_regression(model)
         batch = model_inputs(inputs)
-        rng = RNGState.capture(inputs["input_ids"].device) if cfg.adv_reuse_dropout else None
+        rng = dropout_rng(cfg.adv_reuse_dropout, model, inputs["input_ids"].device)
+        masks = self.diagnostics.start(cfg.adv_diagnostics_every, inputs["input_ids"].device)
         with maybe_replay(rng):
             clean = model(**batch).logits
         clean_loss = task_loss(clean, inputs["labels"], regression)
         objective, metrics = self.inner_objective(clean, inputs, regression)
-        delta = self.perturbation(model, batch, objective, rng)
+        delta = self.perturbation(model, batch, objective, rng, no_sync)
         with maybe_replay(rng):
             adv = forward_with_delta(model, batch, delta, self.site).logits
         smooth = symmetric_kl(clean, adv, regression)
@@ -171,4 +194,23 @@ class VAT(Method):
                 ),
             }
         )
+        if masks is not None:
+            metrics.update(self.diagnose(model, batch, clean, delta, masks, regression))
         return StepOutput(loss, metrics)
+
+    # ------------------------------------------------------------------ diagnostics (diag/*)
+    def replayed(self, model: torch.nn.Module, batch: dict[str, Any], delta: torch.Tensor, masks: RNGState):
+        """Logits of x + δ without gradients, with the clean pass's dropout masks, random stream untouched."""
+        with Diagnostics.masks(masks):
+            masks.restore()
+            return forward_with_delta(model, batch, delta, self.site).logits
+
+    def diagnose(self, model, batch: dict[str, Any], clean, delta, masks: RNGState, regression: bool) -> dict:
+        """How much the final δ alone moves the outputs (``diag/sym_kl``, ``diag/abs_dlogit``), plus
+        :meth:`diagnose_inner`'s view of the inner steps."""
+        shifted = self.replayed(model, batch, delta, masks)
+        return {**output_shift(clean, shifted, regression), **self.diagnose_inner(model, batch, shifted, masks)}
+
+    def diagnose_inner(self, model: torch.nn.Module, batch: dict[str, Any], shifted: torch.Tensor, masks):
+        """What the inner steps achieved on their own objective (TAT: the target's probability); none for VAT."""
+        return {}

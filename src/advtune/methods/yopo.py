@@ -8,7 +8,7 @@ YOPO); after each full pass but the last, n adversary updates δ ← Π_ε(δ + 
 with g_j = ∂(p · f0(X + δ))/∂δ, where p = ∂L/∂f0-output is frozen from the full backward. g_1 is
 the full backward's ∂L/∂δ itself; g_2..g_n need a forward/backward through f0 only.
 
-The first block is found generically (:func:`advtune.embeddings.first_block`: element 0 of the first
+The first block is found generically (:func:`advtune.methods.yopo_blocks.first_block`: element 0 of the first
 stack of identical blocks, e.g. ``encoder.layer[0]``); the partial forward stops there. Dropout
 masks are reused across all passes of a step (``adv_reuse_dropout``, as FreeLB-m).
 
@@ -17,22 +17,25 @@ Defaults: FreeLB-m's hyper-parameters with α/n per inner update (FreeLB 4.3): T
 inner update (Table 9). Cost: m full forward + backward passes, plus (m - 1)(n - 1) forward +
 backward passes through the embeddings and the first block.
 
+The loop is FreeLB's (:mod:`advtune.methods.multipass`); only the δ update differs.
+
 Deviations: no replay sampler (one optimizer step per m passes, as FreeLB describes YOPO; the
 original YOPO code for images differs in its outer loop).
 """
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from ..embeddings import RNGState, first_block, first_block_output, maybe_replay, record_first_block
-from ..perturbation import ascent_step, init_delta
-from .adversarial import adv_loss, delta_frame, delta_metrics
-from .base import Backward, Method, StepOutput, cfg_field
+from ..dropout_replay import maybe_replay
+from ..perturbation import ascent_step
+from .base import cfg_field
 from .freelb import FreeLBConfig
+from .multipass import Frame, MultiPassMethod
+from .yopo_blocks import first_block, first_block_output, record_first_block
 
 
 @dataclass
@@ -52,41 +55,30 @@ class YOPOConfig(FreeLBConfig):
         self._check(self.adv_inner_steps >= 1, "adv_inner_steps", "must be >= 1")
 
 
-class YOPO(Method):
+class YOPO(MultiPassMethod):
+    """The multi-pass frame (m training passes) whose δ update is n steps from the frozen ``p`` at f0."""
+
     name = "yopo"
     config_class = YOPOConfig
     paper = {"title": "You Only Propagate Once: Accelerating Adversarial Training", "arxiv": "1905.00877"}
 
-    def setup(self, model: torch.nn.Module) -> torch.nn.Module:
+    def setup(self, model: torch.nn.Module, tokenizer: Any = None, task: Any = None) -> torch.nn.Module:
         first_block(model)  # fail before training on models without distinct blocks (ALBERT)
         return model
 
-    def step(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor], backward: Backward) -> StepOutput:
+    def recording(self, frame: Frame) -> Any:
+        return record_first_block(frame.model)  # p = ∂L/∂f0-output of the full backward
+
+    def next_delta(self, frame: Frame, delta: torch.Tensor, grad: torch.Tensor, record: Any) -> torch.Tensor:
         cfg = self.config
-        m, n = cfg.adv_steps, cfg.adv_inner_steps
+        n = cfg.adv_inner_steps
         alpha = cfg.adv_step_size / n if cfg.adv_divide_step else cfg.adv_step_size
-        like, mask = delta_frame(model, inputs)
-        delta = init_delta(like, mask, cfg.adv_init, cfg.adv_init_scale, cfg.adv_norm)
-        rng = RNGState.capture(like.device) if cfg.adv_reuse_dropout and model.training else None
-        total = torch.zeros((), device=like.device)
-        for t in range(m):
-            last = t == m - 1
-            delta.requires_grad_()
-            with contextlib.nullcontext() if last else self.no_sync(), maybe_replay(rng):
-                with record_first_block(model) as rec:
-                    loss = adv_loss(model, inputs, delta)
-                    backward(loss / m)
-            total += loss.detach()
-            if last:
-                break
-            grad = delta.grad
-            p = rec["grad"].float()
-            for j in range(n):
-                if j > 0:  # the s-loop: p frozen, only f0 re-evaluated
-                    delta.requires_grad_()
-                    with self.no_sync(), maybe_replay(rng):
-                        h = first_block_output(model, inputs, delta)
-                        (grad,) = torch.autograd.grad((h.float() * p).sum(), delta)
-                delta = ascent_step(delta, grad, mask, alpha, cfg.adv_epsilon, cfg.adv_norm)
-        metrics = {"adv/loss": float(loss.detach()), **delta_metrics(delta, mask, cfg.adv_norm)}
-        return StepOutput(total / m, metrics)
+        p = record["grad"].float()
+        for j in range(n):
+            if j > 0:  # the s-loop: p frozen, only f0 re-evaluated
+                delta.requires_grad_()
+                with frame.backward.no_sync(), maybe_replay(frame.rng):
+                    h = first_block_output(frame.model, frame.inputs, delta)
+                    (grad,) = torch.autograd.grad((h.float() * p).sum(), delta)
+            delta = ascent_step(delta, grad, frame.mask, alpha, cfg.adv_epsilon, cfg.adv_norm)
+        return delta

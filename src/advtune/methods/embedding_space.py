@@ -1,9 +1,11 @@
-"""Shared pieces of the embedding-space methods (FGM, PGD, FreeAT, FreeLB, YOPO, ...).
+"""The embedding-space family (FGM, PGD, FreeAT, FreeLB, YOPO): its shared fields and δ helpers.
 
-:class:`EmbeddingAdvConfig` holds the hyper-parameters every embedding-space adversary has, with
-one meaning everywhere (``adv_epsilon``, ``adv_step_size``, ``adv_norm``, ``adv_init``,
-``adv_init_scale``); :func:`delta_frame` gives the shape/mask δ lives in; :func:`adv_loss` runs one
-forward pass with δ on the word embeddings and returns the task loss.
+:class:`EmbeddingFamilyConfig` declares the fields every adversary on the word embeddings has
+(``adv_epsilon``, ``adv_norm``) and :class:`AscentConfig` those of the iterated ones
+(``adv_step_size``, ``adv_init``, ``adv_init_scale``), each once with its validation and one meaning
+everywhere; a method's config only retunes a default or help text to its paper's (a redeclared field
+keeps its place and its validation). :func:`delta_frame` gives the shape/mask δ lives in;
+:func:`adv_loss` runs one forward pass with δ on the word embeddings.
 """
 
 from __future__ import annotations
@@ -19,30 +21,43 @@ from .base import MethodConfig, cfg_field, is_regression, task_loss
 
 
 @dataclass
-class EmbeddingAdvConfig(MethodConfig):
-    """Hyper-parameters of an adversary on the word embeddings (defaults: FreeLB Table 7, RTE column).
+class EmbeddingFamilyConfig(MethodConfig):
+    """What every adversary on the word embeddings has (FGM, PGD, FreeAT, FreeLB, YOPO), declared once.
 
     Args:
         adv_epsilon (`float`, *optional*, defaults to `0.15`):
             radius ε of the per-example perturbation ball (Frobenius norm over tokens x hidden for
             ``l2``); ``0`` = unbounded, as in FreeLB's released settings.
-        adv_step_size (`float`, *optional*, defaults to `0.03`): ascent step size α.
         adv_norm (`str`, *optional*, defaults to `"l2"`): ``l2`` (normalised gradient) or ``linf`` (sign).
+    """
+
+    adv_epsilon: float = cfg_field(0.15, "perturbation radius epsilon per example (0 = unbounded)")
+    adv_norm: str = cfg_field("l2", "perturbation norm: l2 (normalised gradient steps) or linf (sign steps)")
+
+    def validate(self) -> None:
+        super().validate()
+        self._check(self.adv_epsilon >= 0, "adv_epsilon", "must be >= 0 (0 = unbounded)")
+        self._check(self.adv_norm in NORMS, "adv_norm", f"choose from {', '.join(NORMS)}")
+
+
+@dataclass
+class AscentConfig(EmbeddingFamilyConfig):
+    """Iterated ascent from a random start (PGD, FreeAT, FreeLB, YOPO; defaults: FreeLB Table 7, RTE column).
+
+    Args:
+        adv_step_size (`float`, *optional*, defaults to `0.03`): ascent step size α.
         adv_init (`str`, *optional*, defaults to `"uniform"`): ``zero``, ``uniform`` (FreeLB's
             ``U(-s, s)/sqrt(N_δ)`` for ``l2``) or ``normal``.
         adv_init_scale (`float`, *optional*, defaults to `0.15`): ``s`` of the random init (FreeLB uses ε).
     """
 
-    adv_epsilon: float = cfg_field(0.15, "perturbation radius epsilon per example (0 = unbounded)")
     adv_step_size: float = cfg_field(0.03, "ascent step size alpha")
-    adv_norm: str = cfg_field("l2", "perturbation norm: l2 (normalised gradient steps) or linf (sign steps)")
     adv_init: str = cfg_field("uniform", "initial perturbation: zero, uniform (U(-s,s)/sqrt(N) for l2) or normal")
     adv_init_scale: float = cfg_field(0.15, "magnitude s of the random initial perturbation")
 
     def validate(self) -> None:
-        self._check(self.adv_epsilon >= 0, "adv_epsilon", "must be >= 0 (0 = unbounded)")
+        super().validate()
         self._check(self.adv_step_size > 0, "adv_step_size", "must be > 0")
-        self._check(self.adv_norm in NORMS, "adv_norm", f"choose from {', '.join(NORMS)}")
         self._check(self.adv_init in INITS, "adv_init", f"choose from {', '.join(INITS)}")
         self._check(self.adv_init_scale >= 0, "adv_init_scale", "must be >= 0")
 
