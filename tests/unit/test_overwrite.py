@@ -169,3 +169,21 @@ def test_a_new_run_that_fails_before_its_first_checkpoint_leaves_no_folder(tmp_p
     (tmp_path / "mine").mkdir()  # an empty folder the user made is kept
     assert main([*tiny_cli, "--output-dir", str(tmp_path / "mine")]) == 130
     assert (tmp_path / "mine").is_dir() and not any((tmp_path / "mine").iterdir())
+
+
+def test_attack_overwrite_killed_midway_gets_the_old_attack_back(tmp_path, capsys):
+    from advtune.attacks.run import attack_run
+
+    run = make_tiny_run(tmp_path / "run")
+    out = tmp_path / "attack"
+    out.mkdir()
+    (out / "attack_config.json").write_text('{"settings": "old"}\n')
+    (out / runs.METRICS).write_text('{"n": 3}\n')
+    before = tree_hash(out)
+    out.rename(tmp_path / ".attack.replaced")  # what --overwrite had done when the process was killed
+    out.mkdir()
+    (out / "adversarial.jsonl").write_text('{"idx": 0}\n')
+    with pytest.raises(UsageError, match="data folder not found"):  # the next attack restores the folder first
+        attack_run(run, out=out, data_dir=str(tmp_path / "nodata"), n=2)
+    assert tree_hash(out) == before and not (tmp_path / ".attack.replaced").exists()
+    assert "restored" in capsys.readouterr().err

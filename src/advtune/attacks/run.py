@@ -97,6 +97,7 @@ def attack_run(
     run, config, run_task = read_run(run_dir)
     target, split = _target_split(run_task, config.get("label_names"), task, split)
     out_dir = Path(out) if out else run / "attack" / f"{target.name}.{split}"
+    runs.recover(out_dir)  # an --overwrite that was killed: the earlier attack comes back first
     settings = {
         "run": str(Path(run_dir).resolve()),
         **{"task": target.name, "split": split, "attack": attack, "budget": plan.name, "data_file": data_file},
