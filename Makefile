@@ -1,4 +1,5 @@
 # Two commands for a fresh machine:  make demo  (main job)   make test  (full test suite)
+# and the fast inner loop:            make check (unit tier, tiny random models, about a minute)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
@@ -10,7 +11,7 @@ endif
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test lint clean
+.PHONY: install demo check test lint clean
 
 install: $(VENV)/.installed
 
@@ -29,8 +30,16 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(VENV)/bin/advtune bench --suite demo --out results/demo
 
+# Test processes (pytest-xdist) of one torch thread each (tests/conftest.py) use the cores of a CI machine
+# without oversubscription; --dist loadfile keeps a module's tests (and its module-scoped runs) in one process.
+WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -n $(WORKERS) --dist loadfile
+
+check: install
+	$(PYTEST) tests/unit --durations=10
+
 test: install
-	$(PY) -m pytest tests -q
+	$(PYTEST) tests --durations=25
 
 lint: install
 	$(VENV)/bin/ruff check src tests
