@@ -30,16 +30,16 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(VENV)/bin/advtune bench --suite demo --out results/demo
 
-# Test processes (pytest-xdist) of one torch thread each (tests/conftest.py) use the cores of a CI machine
-# without oversubscription; --dist loadfile keeps a module's tests (and its module-scoped runs) in one process.
+# Every test process runs torch on one thread (tests/conftest.py). The full suite runs in WORKERS pytest-xdist
+# processes (--dist loadfile keeps a module's tests and its module-scoped runs in one process); the unit tier
+# runs in one, where starting a second process (imports, collection) cost more than it saved on 2 cores.
 WORKERS ?= 2
-PYTEST := $(PY) -m pytest -q -n $(WORKERS) --dist loadfile
 
 check: install
-	$(PYTEST) tests/unit --durations=10
+	$(PY) -m pytest tests/unit -q --durations=10
 
 test: install
-	$(PYTEST) tests --durations=25
+	$(PY) -m pytest tests -q -n $(WORKERS) --dist loadfile --durations=25
 
 lint: install
 	$(VENV)/bin/ruff check src tests
