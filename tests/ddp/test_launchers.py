@@ -97,6 +97,11 @@ def _launch(launcher: str, args: list[str], cwd: Path) -> subprocess.CompletedPr
     return subprocess.run([*_launcher(launcher), *args], env=env, capture_output=True, text=True, timeout=600, cwd=cwd)
 
 
+def _output(proc: subprocess.CompletedProcess) -> str:
+    """The launch's exit status and output tails, as plain text (a tuple message would be cut short by pytest)."""
+    return f"exit status {proc.returncode}\n--- stdout\n{proc.stdout[-2000:]}\n--- stderr\n{proc.stderr[-6000:]}"
+
+
 def _check_run(out: Path, method: str) -> None:
     assert (out / "metrics.json").is_file() and not list(out.glob("checkpoint-*"))
     stats = json.loads((out / "train_stats.json").read_text())
@@ -127,14 +132,14 @@ def test_cli_trains_under_the_launcher(launched, launcher, method):
     out, proc = launched(launcher)
     codes = [(out / f"{method}.rc.{rank}").read_text() if (out / f"{method}.rc.{rank}").exists() else None
              for rank in range(2)]  # fmt: skip
-    assert codes == ["0", "0"], (codes, proc.stdout[-2000:], proc.stderr[-4000:])
+    assert codes == ["0", "0"], f"exit codes of the run on each rank: {codes}\n{_output(proc)}"
     _check_run(out / method, method)
 
 
 @pytest.mark.parametrize("launcher", sorted({lau for lau, _ in CASES}))
 def test_launch_of_several_runs_exits_cleanly(launched, launcher):
     _out, proc = launched(launcher)
-    assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-6000:])
+    assert proc.returncode == 0, _output(proc)
 
 
 @pytest.mark.parametrize("launcher", sorted({lau for lau, _ in CASES}))
@@ -142,5 +147,5 @@ def test_console_module_under_the_launcher(setup, launcher, tmp_path):
     """``<launcher> -m advtune.cli train ...``: the entry point users launch, one multi-pass method."""
     root, model = setup
     proc = _launch(launcher, ["-m", "advtune.cli", *_train_argv(root, model, tmp_path / "run", "freelb")], tmp_path)
-    assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-6000:])
+    assert proc.returncode == 0, _output(proc)
     _check_run(tmp_path / "run", "freelb")
