@@ -24,7 +24,7 @@ import torch
 
 from advtune.errors import UsageError
 from advtune.methods import METHODS, get_method
-from advtune.representation import pooling_for, sentence_representation
+from advtune.pooling import pooling_for, sentence_representation
 from advtune.testing import FAMILIES, tiny_family_batch, tiny_family_model
 
 TEXTS = [
