@@ -1,4 +1,5 @@
 # Two commands for a fresh machine:  make demo  (main job)   make test  (full test suite)
+# and the fast inner loop:            make check (unit tier, tiny random models, about a minute)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
@@ -10,7 +11,7 @@ endif
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test lint clean
+.PHONY: install demo check test lint clean
 
 install: $(VENV)/.installed
 
@@ -29,8 +30,16 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(VENV)/bin/advtune bench --suite demo --out results/demo
 
+# Every test process runs torch on one thread (tests/conftest.py). The full suite runs in WORKERS pytest-xdist
+# processes (--dist loadfile keeps a module's tests and its module-scoped runs in one process); the unit tier
+# runs in one, where starting a second process (imports, collection) cost more than it saved on 2 cores.
+WORKERS ?= 2
+
+check: install
+	$(PY) -m pytest tests/unit -q --durations=10
+
 test: install
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests -q -n $(WORKERS) --dist loadfile --durations=25
 
 lint: install
 	$(VENV)/bin/ruff check src tests

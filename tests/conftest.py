@@ -14,6 +14,29 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from advtune.testing import tiny_model, tiny_tokenizer  # noqa: E402
 
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One intra-op thread per test process (``ADVTUNE_TEST_THREADS`` to change it).
+
+    Tiny models gain nothing from a second thread, and on a shared 2-core machine two spinning OpenMP
+    threads per process slowed every test several-fold; the cores are used by running two test
+    processes instead (``make test`` runs pytest-xdist with ``-n 2``).
+    """
+    torch.set_num_threads(int(os.environ.get("ADVTUNE_TEST_THREADS", "1")))
+
+
+TIERS = ("unit", "integration", "ddp", "gpu")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test with its tier (the folder it lives in), so ``-m unit`` or ``-m "not integration"`` select."""
+    root = Path(__file__).parent
+    for item in items:
+        parts = item.path.relative_to(root).parts if item.path.is_relative_to(root) else ()
+        if parts and parts[0] in TIERS:
+            item.add_marker(parts[0])
+
+
 POS = ["good", "great", "excellent", "wonderful", "fun", "best", "love", "nice"]
 NEG = ["bad", "awful", "terrible", "boring", "dull", "worst", "hate", "poor"]
 FILL = ["the", "movie", "film", "plot", "acting", "story", "was", "is", "this", "it", "very"]

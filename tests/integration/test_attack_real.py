@@ -1,8 +1,9 @@
 """Real MiniLM + shared SST-2: the word-substitution attack on a small run (zero re-check violations),
-and a PEAFT run that saves, reloads and evaluates through the pipeline.
+and a PEAFT run that learns its batch, saves, reloads and evaluates through the pipeline.
 
-``test_table_sst2`` (standard, FreeLB, ROSE, PEAFT attacked on the same 200 dev examples; about an hour
-on 2 CPU cores) runs only with ``ADVTUNE_ATTACK_TABLE=1``; it is not part of CI.
+How far PEAFT with mean pooling gets on SST-2 (dev accuracy > 0.62 on 200 after 640 examples / 40 steps) is a
+benchmark, no longer checked here. ``test_table_sst2`` (standard, FreeLB, ROSE, PEAFT attacked on the same 200
+dev examples; about an hour on 2 CPU cores) runs only with ``ADVTUNE_ATTACK_TABLE=1``; it is not part of CI.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import pytest
 
 from tests.conftest import requires_data
+from tests.integration import FIXED_BATCH, assert_learns_its_batch
 
 pytestmark = [pytest.mark.integration, requires_data]
 
@@ -20,6 +22,7 @@ SMALL = dict(max_length=64, save_strategy="no", logging_steps=50, seed=42, per_d
 
 
 def test_attack_small_sst2_run_zero_violations(tmp_path):
+    """Four steps of training leave a model near its decision boundary: the attack has labels to flip."""
     from advtune.attacks.substitution import attack_run
     from advtune.pipeline import train
 
@@ -27,11 +30,11 @@ def test_attack_small_sst2_run_zero_violations(tmp_path):
         "sst2",
         "standard",
         tmp_path / "std",
-        max_train_samples=640,
+        max_train_samples=64,
         num_train_epochs=1,
-        per_device_train_batch_size=8,
+        per_device_train_batch_size=16,
         learning_rate=5e-5,
-        max_eval_samples=64,
+        max_eval_samples=32,
         **SMALL,
     )
     m = attack_run(run, n=24, progress=False)
@@ -48,44 +51,25 @@ def test_attack_small_sst2_run_zero_violations(tmp_path):
             assert r["pred_perturbed"] != r["label"]
 
 
-def _train_peaft(tmp_path, **budget):
-    """A PEAFT run on SST-2 (one inner step, head on the mean of the text's states) at ``budget``."""
-    from advtune.pipeline import train
+def test_peaft_mean_pooling_learns_its_batch_saves_reloads_and_evaluates(tmp_path):
+    """Frozen MiniLM + defense prompt + head read through the mean of the text states (one inner step)."""
+    from advtune.methods.peaft import trainable_parameters
+    from advtune.pipeline import evaluate, load_run, train
 
     overrides = {"adv_steps": 1, "adv_pooling": "mean"}
-    return train(
-        "sst2",
-        "peaft",
-        tmp_path / "peaft",
-        per_device_train_batch_size=16,
-        method_overrides=overrides,
-        **budget,
-        **SMALL,
-    )
-
-
-def test_peaft_run_saves_reloads_and_evaluates(tmp_path):
-    from advtune.methods.peaft import trainable_parameters
-    from advtune.pipeline import evaluate, load_run
-
-    # reloading must re-install the mean-pooling hooks
-    run = _train_peaft(tmp_path, max_train_samples=32, max_steps=2, max_eval_samples=32, learning_rate=1e-2)
+    small = {**SMALL, "logging_steps": 1}
+    run = train(
+        "sst2", "peaft", tmp_path / "peaft", method_overrides=overrides, max_eval_samples=32, learning_rate=3e-3,
+        **{**FIXED_BATCH, **small},
+    )  # fmt: skip
+    assert_learns_its_batch(run)
     assert (run / "peft_adapter" / "adapter_model.safetensors").is_file()
     assert not (run / "model.safetensors").exists()  # the frozen encoder is not copied into the run
-    loaded = load_run(run)
+    loaded = load_run(run)  # reloading must re-install the mean-pooling hooks
     assert trainable_parameters(loaded.model) == 0 or type(loaded.model).__name__.startswith("Peft")
     first = json.loads((run / "metrics.json").read_text())["splits"]["validation"]["accuracy"]
     again = evaluate(run, max_samples=32)["sst2.validation"]["accuracy"]
     assert again == pytest.approx(first)  # the reloaded adapter reproduces the in-training evaluation
-
-
-def test_peaft_mean_pooling_learns_sst2(tmp_path):
-    """The frozen MiniLM + defense prompt + head, read through the mean of the text states, learns SST-2
-    in 40 steps (the first-virtual-token head stayed at chance for 5 epochs: docs/methods/peaft.md)."""
-    run = _train_peaft(tmp_path, max_train_samples=640, num_train_epochs=1, max_eval_samples=200, learning_rate=3e-3)
-    acc = json.loads((run / "metrics.json").read_text())["splits"]["validation"]["accuracy"]
-    print(f"peaft (mean pooling), 640 examples / 40 steps: dev accuracy on 200 = {acc:.3f}")
-    assert acc > 0.62, acc
 
 
 @pytest.mark.skipif(os.environ.get("ADVTUNE_ATTACK_TABLE") != "1", reason="long benchmark: set ADVTUNE_ATTACK_TABLE=1")

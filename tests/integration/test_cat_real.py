@@ -1,29 +1,33 @@
-"""Real MiniLM + BANKING77: CAT trains, the difficult subset is harder, `compare` works on real runs.
+"""Real MiniLM + BANKING77: CAT trains, the difficult subset is drawn from the test set, `compare` works on real runs.
 
-Budget (CI, 2 CPU cores): two 1-epoch runs on a seeded 1,600-example subset of the 10,003 training
-examples (50 steps of 32), max length 64, each evaluated on the full test set (3,080) and its
-difficult subset (770). The figures are printed (pytest -s) and reported in docs/intent.md.
+Budget: a standard and a CAT run of four steps on one fixed batch of 32, max length 64, each evaluated on the
+first 128 examples of the test set and of its difficult subset. The learning claims (after 1,600 examples:
+CAT test accuracy > 0.2, chance 1/77; the standard model scores more than 3 standard errors lower on the 770
+difficult examples than on the rest of the test set) are benchmarks, reported in docs/intent.md.
 """
 
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 
 from tests.conftest import requires_data
+from tests.integration import assert_learns_its_batch
 
 pytestmark = [pytest.mark.integration, requires_data]
 
 BUDGET = dict(
-    max_train_samples=1600,
-    num_train_epochs=1,
+    max_train_samples=32,
+    per_device_train_batch_size=32,
+    num_train_epochs=4,
+    warmup_steps=0,
     max_length=64,
     learning_rate=2e-4,
     eval_splits="test,test-difficult",
+    max_eval_samples=128,
     save_strategy="no",
-    logging_steps=10,
+    logging_steps=1,
     seed=42,
 )
 
@@ -39,43 +43,27 @@ def runs(tmp_path_factory):
     }
 
 
-def _acc(run, split):
-    return json.loads((run / "metrics.json").read_text())["splits"][split]["accuracy"]
+def test_difficult_subset_is_770_examples_of_the_test_set():
+    from advtune.tasks import get_task, resolve_data_dir
 
-
-def _correct(run, split):
-    path = run / "eval" / f"banking77.{split}" / "predictions.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines()]
-    return {r["idx"]: r["pred"] == r["gold"] for r in rows}
-
-
-def test_difficult_subset_is_harder_for_the_standard_model(runs):
-    """The 770 difficult examples vs the other 2,310 test examples: a gap of more than 3 standard errors."""
-    full, hard = _correct(runs["standard"], "test"), _correct(runs["standard"], "test-difficult")
-    assert len(hard) == 770 and set(hard) <= set(full)
-    rest = [ok for idx, ok in full.items() if idx not in hard]
-    p_hard, p_rest = sum(hard.values()) / len(hard), sum(rest) / len(rest)
-    se = math.sqrt(p_hard * (1 - p_hard) / len(hard) + p_rest * (1 - p_rest) / len(rest))
-    print(
-        f"standard MiniLM, BANKING77 (1.6k train, 1 epoch): test {_acc(runs['standard'], 'test'):.4f}, "
-        f"test-difficult {p_hard:.4f}, rest of test {p_rest:.4f} (gap {(p_rest - p_hard) / se:.1f} SE)"
-    )
-    assert p_rest - p_hard > 3 * se
+    task = get_task("banking77")
+    test = task.load("test", data_dir=resolve_data_dir(None))
+    hard = task.load("test-difficult", data_dir=resolve_data_dir(None))
+    assert len(hard) == 770 and set(hard["idx"]) <= set(test["idx"])
+    by_idx = dict(zip(test["idx"], test["text_a"], strict=True))
+    assert all(by_idx[i] == t for i, t in zip(hard["idx"], hard["text_a"], strict=True))
 
 
 def test_cat_trains_minilm_on_banking77(runs):
     run = runs["cat"]
-    full, hard = _acc(run, "test"), _acc(run, "test-difficult")
-    print(f"CAT MiniLM, BANKING77 (1.6k train, 1 epoch): test {full:.4f}, test-difficult {hard:.4f}")
-    assert full > 0.2  # chance: 1/77; the standard model reaches 0.35 on this budget
+    assert_learns_its_batch(run)
     logs = json.loads((run / "log_history.json").read_text())
     assert any("adv/ctr_loss" in entry for entry in logs) and any("adv/loss" in entry for entry in logs)
     from safetensors.torch import load_file
 
     assert not any("advtune_cat_head" in k for k in load_file(str(run / "model.safetensors")))
     stats = json.loads((run / "train_stats.json").read_text())
-    base = json.loads((runs["standard"] / "train_stats.json").read_text())
-    print(f"median step: standard {base['step_time_median_s']:.2f}s, cat {stats['step_time_median_s']:.2f}s")
+    assert stats["global_step"] == 4 and stats["step_time_median_s"] > 0
 
 
 def test_compare_real_runs(runs):

@@ -1,10 +1,10 @@
 """Real MiniLM + shared data: vat / smart / tat on MRPC and RTE, an SST-2 TAT run evaluated zero-shot on the four
-review domains, and TAT's regression path on STS-B.
+review domains, and TAT's regression path on STS-B. The default runs are two-step smoke runs (32 examples).
 
 Measured on the shared 2-core machine (see docs/methods/tat.md): 20 steps of batch 16 are not enough for MiniLM to
 beat chance on RTE (vat: dev accuracy 0.495, ROC-AUC 0.516) or MRPC (vat: accuracy 0.684 = majority, ROC-AUC
 0.571; tat with 16 steps: ROC-AUC 0.552). Learning RTE / MRPC above chance needs about one epoch per run, far beyond
-the ~3 minute integration budget, so those six runs are opt-in (``ADVTUNE_LONG_TESTS=1``, one epoch of the full
+the integration budget, so those six runs are opt-in (``ADVTUNE_LONG_TESTS=1``, one epoch of the full
 training set each) and the default run checks that each method trains end to end on MRPC (short smoke runs).
 """
 
@@ -31,7 +31,7 @@ def _train(task: str, method: str, out, **kwargs):
     from advtune.pipeline import train
 
     args = dict(
-        max_train_samples=320,
+        max_train_samples=32,
         num_train_epochs=1,
         max_length=64,
         per_device_train_batch_size=16,
@@ -55,10 +55,10 @@ def _dev_scores(run, task: str) -> tuple[float, float, int]:
 
 @pytest.mark.parametrize("method", ["vat", "smart", "tat"])
 def test_method_trains_end_to_end_on_mrpc(method, tmp_path):
-    """Smoke run (8 steps): adversarial metrics logged, TAT's tally logged, full dev set scored."""
-    run = _train("mrpc", method, tmp_path / method, max_train_samples=128, logging_steps=4)
+    """Smoke run (2 steps): adversarial metrics logged, TAT's tally logged, full dev set scored."""
+    run = _train("mrpc", method, tmp_path / method, logging_steps=1)
     acc, auc, n = _dev_scores(run, "mrpc")
-    print(f"mrpc {method} (8 steps): dev accuracy {acc:.4f}, ROC-AUC {auc:.4f}")
+    print(f"mrpc {method} (2 steps): dev accuracy {acc:.4f}, ROC-AUC {auc:.4f}")
     assert n == 408 and math.isfinite(auc)
     logs = json.loads((run / "log_history.json").read_text())
     steps = [e for e in logs if "adv/smoothness" in e]
@@ -117,13 +117,13 @@ def evaluate_domains(run, out_dir) -> dict[str, float]:
 def test_sst2_tat_run_evaluates_on_the_review_domains(tmp_path):
     """Zero-shot SST-2 -> books / dvd / electronics / kitchen (reviews truncated to the run's max length 64).
 
-    Measured: after these 20 steps SST-2 dev accuracy is only 0.575, so the domain accuracies are printed,
-    not asserted against chance; the test checks the transfer path (label mapping, loading, truncation).
+    Two training steps: the domain accuracies are printed, not asserted against chance; the test checks the
+    transfer path (label mapping, loading, truncation).
     """
-    run = _train("sst2", "tat", tmp_path / "sst2-tat", max_eval_samples=200)
+    run = _train("sst2", "tat", tmp_path / "sst2-tat", max_eval_samples=64)
     accuracies = evaluate_domains(run, tmp_path)
     sst2 = json.loads((run / "metrics.json").read_text())["splits"]["validation"]["accuracy"]
-    print(f"sst2 tat (20 steps): sst2 dev (200) {sst2:.4f}, domains {accuracies}")
+    print(f"sst2 tat (2 steps): sst2 dev (64) {sst2:.4f}, domains {accuracies}")
     assert all(0 <= a <= 1 for a in accuracies.values())
     config = json.loads((run / "run_config.json").read_text())
     assert config["task"]["max_length"] == 64
@@ -131,11 +131,11 @@ def test_sst2_tat_run_evaluates_on_the_review_domains(tmp_path):
 
 def test_tat_regression_path_on_stsb(tmp_path):
     run = _train(
-        "stsb", "tat", tmp_path / "stsb-tat", max_train_samples=128, max_eval_samples=200, logging_steps=4,
+        "stsb", "tat", tmp_path / "stsb-tat", max_eval_samples=64, logging_steps=1,
         method_overrides={"adv_value_range": "0,5"},
     )  # fmt: skip
     m = json.loads((run / "metrics.json").read_text())["splits"]["validation"]
-    print(f"stsb tat (8 steps): pearson {m['pearson']:.4f}")
+    print(f"stsb tat (2 steps): pearson {m['pearson']:.4f}")
     assert math.isfinite(m["pearson"])
     logs = json.loads((run / "log_history.json").read_text())
     tally = [e for e in logs if "adv/tally_error_rate" in e]

@@ -1,61 +1,52 @@
-"""Real MiniLM checkpoint + shared data: standard fine-tuning learns; regression and intent paths load."""
+"""Real MiniLM checkpoint + shared data: standard fine-tuning runs end to end; regression and intent paths load.
+
+Six steps on one fixed batch each. The learning claims these tests used to check over minutes of training
+(SST-2 dev accuracy >= 78% after 4,000 examples; STS-B Pearson and Spearman > 0.3 after 2,000) are benchmarks.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
 from tests.conftest import requires_data
+from tests.integration import FIXED_BATCH, assert_learns_its_batch
 
 pytestmark = [pytest.mark.integration, requires_data]
 
 
-def test_sst2_standard_reaches_78(tmp_path):
-    """4,000 SST-2 training examples, 1 epoch, full 872-example dev set: >= 78% (chance ~51%)."""
+def test_sst2_standard_run_is_complete_and_learns_its_batch(tmp_path):
+    """The full 872-example dev set is scored, the model is saved, the run config records the budget."""
     from advtune.pipeline import train
 
     run = train(
-        "sst2",
-        "standard",
-        tmp_path / "sst2",
-        max_train_samples=4000,
-        num_train_epochs=1,
-        max_length=64,
-        save_strategy="no",
-        logging_steps=25,
-        seed=42,
-    )
-    metrics = json.loads((run / "metrics.json").read_text())
-    acc = metrics["splits"]["validation"]["accuracy"]
-    print(f"SST-2 dev accuracy (4k train, 1 epoch): {acc:.4f}")
-    assert acc >= 0.78
+        "sst2", "standard", tmp_path / "sst2", max_length=64, save_strategy="no", seed=42, learning_rate=1e-4,
+        **FIXED_BATCH,
+    )  # fmt: skip
+    assert_learns_its_batch(run)
     preds = (run / "eval" / "sst2.validation" / "predictions.jsonl").read_text().splitlines()
     assert len(preds) == 872
+    acc = json.loads((run / "metrics.json").read_text())["splits"]["validation"]["accuracy"]
+    assert 0 <= acc <= 1
     assert (run / "model.safetensors").is_file()
     cfg = json.loads((run / "run_config.json").read_text())
-    assert cfg["num_train_examples"] == 4000 and cfg["method"]["name"] == "standard"
+    assert cfg["num_train_examples"] == 16 and cfg["method"]["name"] == "standard"
 
 
 def test_stsb_regression_path(tmp_path):
     from advtune.pipeline import evaluate, train
 
     run = train(
-        "stsb",
-        "standard",
-        tmp_path / "stsb",
-        max_train_samples=2000,
-        num_train_epochs=1,
-        max_length=64,
-        save_strategy="no",
-        max_eval_samples=500,
-        learning_rate=2e-4,
-        per_device_train_batch_size=16,
-    )
+        "stsb", "standard", tmp_path / "stsb", max_length=64, save_strategy="no", max_eval_samples=100,
+        learning_rate=2e-4, seed=42, **FIXED_BATCH,
+    )  # fmt: skip
+    assert_learns_its_batch(run)
     m = json.loads((run / "metrics.json").read_text())["splits"]["validation"]
-    print(f"STS-B (2k train, batch 16, 1 epoch, 500 dev): pearson {m['pearson']:.4f} spearman {m['spearman']:.4f}")
-    assert m["pearson"] > 0.3 and m["spearman"] > 0.3
-    again = evaluate(run, max_samples=500)
+    print(f"STS-B (6 steps on 16 examples, 100 dev): pearson {m['pearson']:.4f} spearman {m['spearman']:.4f}")
+    assert math.isfinite(m["pearson"]) and math.isfinite(m["spearman"])
+    again = evaluate(run, max_samples=100)
     assert again["stsb.validation"]["pearson"] == pytest.approx(m["pearson"], abs=1e-5)
 
 

@@ -10,6 +10,9 @@ finite loss, a finite gradient on every trainable parameter, ``step()`` not touc
 no hook left behind, and the perturbation inside its ε-ball (read from ``adv/delta_norm`` when the
 method logs it; the spy below also measures the δ the embedding hook really added when the method
 goes through ``get_input_embeddings()`` forward hooks).
+
+Every cell is kept (about 40 ms each on one thread: the whole matrix costs ~6 s of the unit tier); the
+one-thread setting that made it cheap under load now applies to every test (``tests/conftest.py``).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import torch
 
 from advtune.errors import UsageError
 from advtune.methods import METHODS, get_method
-from advtune.representation import pooling_for, sentence_representation
+from advtune.pooling import pooling_for, sentence_representation
 from advtune.testing import FAMILIES, tiny_family_batch, tiny_family_model
 
 TEXTS = [
@@ -40,15 +43,6 @@ REFUSED = {("yopo", "albert"): "distinct Transformer blocks"}
 """Combinations a method refuses with a clear error (ALBERT shares one block: YOPO's f0 is undefined)."""
 SELECTIVE = {"rose"}
 """Methods that drop the update of some parameter tensors on purpose (ROSE's selective fine-tuning)."""
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread (and CI machines are shared): ~4x faster under load."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _hooks(model: torch.nn.Module) -> int:

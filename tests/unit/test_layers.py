@@ -70,9 +70,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [  # top to bottom
             "advtune.config",
             "advtune.modeling",
             "advtune.embeddings",
-            # representation.py is being renamed pooling.py, and dropout replay leaves embeddings.py for
-            # dropout_replay.py (methods work): both names are placed so either side can merge first.
-            "advtune.representation",
+            # pooling: sentence representations as the head reads them; dropout_replay: RNG replay of
+            # dropout masks across passes.
             "advtune.pooling",
             "advtune.dropout_replay",
             "advtune.perturbation",
