@@ -34,9 +34,18 @@ ATTACK = "attack --run {w}/ref --data-dir {w}/data --synonyms {w}/syn.txt --simi
 PREDICTIONS = "eval/sst2.validation/predictions.jsonl"
 
 
-def advtune(args: str, w: Path, fault: str | None = None, **fmt) -> subprocess.CompletedProcess:
+def environment(w: Path) -> dict[str, str]:
+    """The CLI's environment: this checkout, the toy data, no hub, and the test process's torch thread count
+    (a different count changes float sums, and the comparison with the in-process reference is exact)."""
+    threads = os.environ.get("ADVTUNE_TEST_THREADS", "1")
     env = {**os.environ, "PYTHONPATH": SRC, "HF_HUB_OFFLINE": "1", "ADVTUNE_DATA_DIR": str(w / "data")}
+    env.update({"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads})
     env.pop("ADVTUNE_FAULT", None)
+    return env
+
+
+def advtune(args: str, w: Path, fault: str | None = None, **fmt) -> subprocess.CompletedProcess:
+    env = environment(w)
     if fault:
         env["ADVTUNE_FAULT"] = fault
     argv = args.format(w=w, **fmt).split()
@@ -162,10 +171,9 @@ BENCH = (
 
 def test_killed_grid_keeps_finished_cells_and_redoes_the_half_done_one(w):
     in_process(BENCH, w, out=w / "grid_ref")
-    env = {**os.environ, "PYTHONPATH": SRC, "HF_HUB_OFFLINE": "1", "ADVTUNE_DATA_DIR": str(w / "data")}
     argv = BENCH.format(w=w, out=w / "grid").split()
-    proc = subprocess.Popen([sys.executable, "-m", "advtune.cli", *argv], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+    cmd = [sys.executable, "-m", "advtune.cli", *argv]
+    proc = subprocess.Popen(cmd, env=environment(w), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     second = w / "grid" / "sst2-2k" / "standard" / "seed2" / "run_config.json"
     deadline = time.time() + 120
     while not second.exists() and proc.poll() is None and time.time() < deadline:
