@@ -203,10 +203,15 @@ def check_writable(out: str | Path, flag: str) -> None:
 
 
 def _refuse_file(out: Path, flag: str) -> None:
+    """A path that is a file, lies under a file, or under a folder this user cannot write to, is refused."""
     for parent in [out, *out.parents]:
         if parent.exists() and not parent.is_dir():
             where = "is a file" if parent == out else f"lies under {parent}, which is a file"
             raise UsageError(f"{flag} {out} {where}; give a folder path")
+        if parent.is_dir():
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise UsageError(f"{flag} {out}: no permission to write in {parent}")
+            return
 
 
 def _replaced_path(out: Path) -> Path:

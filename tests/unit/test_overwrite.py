@@ -187,3 +187,12 @@ def test_attack_overwrite_killed_midway_gets_the_old_attack_back(tmp_path, capsy
         attack_run(run, out=out, data_dir=str(tmp_path / "nodata"), n=2)
     assert tree_hash(out) == before and not (tmp_path / ".attack.replaced").exists()
     assert "restored" in capsys.readouterr().err
+
+
+def test_a_folder_without_write_permission_is_refused_before_anything_runs(tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.setattr(runs.os, "access", lambda path, mode: os.path.realpath(path) != str(tmp_path.resolve()))
+    with pytest.raises(UsageError, match=f"no permission to write in {tmp_path}"):
+        runs.check_output(tmp_path / "new" / "run")
+    assert runs.check_output(tmp_path.parent / "elsewhere") == "new"
