@@ -152,7 +152,13 @@ class Method:
         return model
 
     def save_inference_model(self, model: torch.nn.Module, tokenizer: Any, out_dir: Any) -> None:
-        """Write the inference model into the run folder (safetensors) with its tokenizer."""
+        """Write the inference model into the run folder (safetensors) with its tokenizer; a PEFT model
+        writes its adapter and head only (:func:`advtune.adapters.save_adapter`)."""
+        from .. import adapters
+
+        if adapters.is_adapter_model(model):
+            adapters.save_adapter(model, tokenizer, out_dir)
+            return
         model.save_pretrained(out_dir, safe_serialization=True)
         tokenizer.save_pretrained(out_dir)
 
@@ -161,6 +167,10 @@ class Method:
         """Load what :meth:`save_inference_model` wrote: ``(model, tokenizer)``."""
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        from .. import adapters
+
+        if adapters.has_adapter(run_dir):
+            return adapters.load_adapter(run_dir, run_config)
         return AutoModelForSequenceClassification.from_pretrained(run_dir), AutoTokenizer.from_pretrained(run_dir)
 
     def state_dict(self) -> dict[str, Any]:
