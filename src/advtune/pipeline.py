@@ -227,6 +227,9 @@ def run_training(
     from .trainer import AdversarialTrainer
 
     model = method.setup(model, tokenizer=tokenizer, task=task)
+    if main and method.embedding_scale is not None:  # measured by setup: record what the radii were scaled by
+        config["method"]["embedding_scale"] = method.embedding_scale
+        runs.write_json_atomic(out / runs.RUN_CONFIG, config)
     timer = _StepTimer()
     eval_ds = next(iter(evals.values()), None)
     trainer = AdversarialTrainer(

@@ -42,7 +42,7 @@ import torch
 from ..embeddings import input_embedding_module, word_embeddings
 from ..errors import UsageError
 from ..perturbation import ascent_step, init_delta, masked_norm, project
-from .base import Backward, Method, MethodConfig, StepOutput, cfg_field, is_regression, model_inputs, task_loss
+from .base import Backward, Method, RadiusConfig, StepOutput, cfg_field, is_regression, model_inputs, task_loss
 
 POOLINGS = ("first", "mean")
 _POOL_HANDLES = "_advtune_pool_hooks"
@@ -102,7 +102,7 @@ def pool_skipping(model: torch.nn.Module, extra: int) -> Iterator[None]:
 
 
 @dataclass
-class PEAFTConfig(MethodConfig):
+class PEAFTConfig(RadiusConfig):
     adv_num_virtual_tokens: int = cfg_field(20, "k: defense soft-prompt tokens (trained, kept for inference).")
     adv_attack_tokens: int = cfg_field(5, "k_a: attack soft-prompt tokens (inner maximisation only; 0 = none).")
     adv_steps: int = cfg_field(3, "K: sign-gradient ascent steps of the inner maximisation.")
@@ -119,6 +119,7 @@ class PEAFTConfig(MethodConfig):
     )
 
     def validate(self) -> None:
+        super().validate()
         self._check(self.adv_num_virtual_tokens > 0, "adv_num_virtual_tokens", "must be positive")
         self._check(self.adv_attack_tokens >= 0, "adv_attack_tokens", "must be >= 0")
         self._check(self.adv_steps >= 1, "adv_steps", "must be >= 1")
