@@ -196,17 +196,28 @@ def has_adapter(run_dir: str | Path) -> bool:
 
 
 def load_adapter(run_dir: str | Path, run_config: dict[str, Any]) -> tuple[torch.nn.Module, Any]:
-    """The classifier of an adapter run: its base model (``run_config['model']['model']``) + adapter + head."""
+    """The classifier of an adapter run: its base model (:func:`run_record`'s ``base_model``, else the run's
+    ``--model``) + adapter + head."""
     from peft import PeftModel
     from transformers import AutoTokenizer
 
     from .modeling import load_model
 
     labels = run_config.get("label_names")
+    base_model = run_config.get("adapter", {}).get("base_model") or run_config["model"]["model"]
     num_labels = len(labels) if labels else 1
-    base = load_model(run_config["model"]["model"], num_labels=num_labels, regression=not labels, label_names=labels)
+    base = load_model(base_model, num_labels=num_labels, regression=not labels, label_names=labels)
     model = _cache_prefix(PeftModel.from_pretrained(base, str(Path(run_dir) / ADAPTER_DIR)))
     return model, AutoTokenizer.from_pretrained(str(run_dir))
+
+
+def run_record(args: AdapterArguments, model_name: str) -> dict[str, Any]:
+    """The adapter's entry in ``run_config.json``: its arguments and the base model it needs, a local
+    folder as an absolute path (so the run loads from any working directory)."""
+    path = Path(model_name).expanduser()
+    base = str(path.resolve()) if path.exists() else model_name
+    values = {f: getattr(args, f) for f in args.__dataclass_fields__}
+    return {**values, "base_model": base if args.peft else None}
 
 
 def write_merged(model: torch.nn.Module, tokenizer: Any, out_dir: str | Path) -> Path:

@@ -215,7 +215,7 @@ def run_training(
         | ({"kind": mc.KIND, "num_choices": task.num_choices} if is_mc else {}),
         "model": dataclass_values(model_args),
         "method": {"name": method.name, "config": method.config.to_dict()},
-        "adapter": dataclass_values(adapter_args),
+        "adapter": adapters.run_record(adapter_args, model_args.model),
         "training": dataclass_values(training_args),
         "label_names": label_names,
         "num_train_examples": len(train_ds),

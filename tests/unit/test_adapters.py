@@ -228,3 +228,67 @@ def test_absolute_is_the_default_and_bad_units_are_refused():
     with pytest.raises(UsageError) as err:
         get_method("pgd", adv_radius_unit="percent")
     assert str(err.value) == "invalid adv_radius_unit='percent': choose from absolute, relative"
+
+
+# ---------------------------------------------------------------------------------------------- pipeline
+
+
+@pytest.mark.skipif(not __import__("os").environ.get("ADVTUNE_DATA_DIR"), reason="needs SST-2 in ADVTUNE_DATA_DIR")
+def test_adapter_run_end_to_end(tmp_path, monkeypatch):
+    """train --peft lora --merge_adapter with relative radii: the run folder holds the adapter, not the base
+    model, records the base model and the embedding scale, and reloads (eval) to the predictions it wrote."""
+    import json
+
+    from transformers import AutoModelForSequenceClassification
+
+    from advtune.pipeline import evaluate, load_run, train
+
+    tiny_family_model("bert", dropout=0.0).save_pretrained(tmp_path / "tiny")
+    tiny_family_tokenizer("bert").save_pretrained(tmp_path / "tiny")
+    monkeypatch.chdir(tmp_path)
+    run = train(
+        task="sst2",
+        method="fgm",
+        output_dir=tmp_path / "run",
+        model="tiny",  # relative: the run must still find it from another working directory
+        method_overrides={"adv_radius_unit": "relative", "adv_epsilon": 0.5},
+        peft="lora",
+        merge_adapter=True,
+        max_train_samples=32,
+        max_eval_samples=16,
+        max_length=24,
+        num_train_epochs=1,
+        learning_rate=1e-2,
+        per_device_train_batch_size=16,
+        save_strategy="no",
+        use_cpu=True,
+        seed=1,
+        disable_tqdm=True,
+    )
+    config = json.loads((run / "run_config.json").read_text())
+    assert config["adapter"]["peft"] == "lora" and config["adapter"]["base_model"] == str(tmp_path / "tiny")
+    scale = config["method"]["embedding_scale"]
+    assert scale["unit"] == "relative" and scale["factor"] == scale["l2"] > 0
+    assert (run / "peft_adapter" / "adapter_model.safetensors").is_file() and not (run / "model.safetensors").exists()
+    written = [json.loads(line)["probs"] for line in (run / "eval" / "sst2.validation" / "predictions.jsonl").open()]
+
+    monkeypatch.chdir(tmp_path.parent)
+    loaded = load_run(run)
+    assert adapters.adapter_kind(loaded.model) == "lora"
+    evaluate(run, max_samples=16)
+    again = [json.loads(line)["probs"] for line in (run / "eval" / "sst2.validation" / "predictions.jsonl").open()]
+    assert len(again) == len(written) == 16
+    assert sum(again, []) == pytest.approx(sum(written, []), abs=2e-6)
+    merged = AutoModelForSequenceClassification.from_pretrained(run / "merged")
+    batch = tiny_family_batch("bert", TEXTS, LABELS, tokenizer=loaded.tokenizer)
+    torch.testing.assert_close(_logits(merged, batch), _logits(loaded.model, batch), rtol=1e-4, atol=1e-5)
+
+
+def test_cli_refuses_a_bad_adapter_in_one_line(tmp_path, capsys):
+    from advtune.cli import main
+
+    code = main(["train", "--task", "sst2", "--peft", "qlora", "--output_dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "invalid peft='qlora': choose from lora, ia3, prompt, prefix" in err
+    assert not (tmp_path / "run").exists()
