@@ -292,3 +292,17 @@ def test_cli_refuses_a_bad_adapter_in_one_line(tmp_path, capsys):
     assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
     assert "invalid peft='qlora': choose from lora, ia3, prompt, prefix" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_overhead_benchmark_on_an_adapter(base_dirs):
+    """``bench.overhead --peft lora``: every row trains the same LoRA adapter + head, standard included."""
+    from advtune.bench.overhead import measure_overhead
+
+    rows = measure_overhead(
+        ["fgm"], model=str(base_dirs / "llama-left"), batch_size=2, seq_len=6, warmup=0, steps=1, isolate=False,
+        peft="lora",
+    )  # fmt: skip
+    full = measure_overhead([], model=str(base_dirs / "llama-left"), batch_size=2, seq_len=6, warmup=0, steps=1,
+                            isolate=False)  # fmt: skip
+    assert [r["method"] for r in rows] == ["standard", "fgm"] and [r["passes"] for r in rows] == [1.0, 2.0]
+    assert rows[0]["trainable"] == rows[1]["trainable"] < full[0]["trainable"] / 4
