@@ -306,3 +306,15 @@ def test_overhead_benchmark_on_an_adapter(base_dirs):
                             isolate=False)  # fmt: skip
     assert [r["method"] for r in rows] == ["standard", "fgm"] and [r["passes"] for r in rows] == [1.0, 2.0]
     assert rows[0]["trainable"] == rows[1]["trainable"] < full[0]["trainable"] / 4
+
+
+def test_adapter_options_from_yaml_and_flags(tmp_path):
+    from advtune.commands.train import parse_all
+
+    preset = tmp_path / "lora.yaml"
+    preset.write_text(
+        "method: freelb\npeft: lora\npeft_rank: 4\npeft_target_modules: query,value\nadv_radius_unit: relative\n"
+    )
+    *_, method, _, adapter = parse_all(["--config", str(preset), "--peft_rank", "2", "--output_dir", "unused"])
+    assert (adapter.peft, adapter.peft_rank, adapter.target_modules()) == ("lora", 2, ["query", "value"])
+    assert method.config.adv_radius_unit == "relative"
