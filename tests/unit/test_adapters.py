@@ -283,6 +283,12 @@ def test_adapter_run_end_to_end(tmp_path, monkeypatch):
     batch = tiny_family_batch("bert", TEXTS, LABELS, tokenizer=loaded.tokenizer)
     torch.testing.assert_close(_logits(merged, batch), _logits(loaded.model, batch), rtol=1e-4, atol=1e-5)
 
+    from advtune.cli import main  # the commands that reload a run's model work on an adapter run
+
+    assert main(["robustness", "--run", str(run), "--n", "8", "--steps", "2"]) == 0
+    assert main(["surface", "--run", str(run), "--grid", "2", "--batches", "1", "--batch-size", "8"]) == 0
+    assert next((run / "robustness").glob("sst2.*.json")).is_file()
+
 
 def test_cli_refuses_a_bad_adapter_in_one_line(tmp_path, capsys):
     from advtune.cli import main
