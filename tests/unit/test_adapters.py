@@ -95,6 +95,8 @@ def test_method_trains_and_round_trips_an_adapter(method_name, kind, family, bas
     with_grad = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
     assert with_grad <= set(trainable)
     assert any("modules_to_save" in n for n in with_grad), "the head got no gradient"
+    if family == "bert":  # MiniLM's pooler is untrained: it belongs to the head
+        assert any("pooler.modules_to_save" in n for n in trainable), "the pooler does not train"
     assert any(re.search(r"lora_|ia3_|prompt_encoder", n) for n in with_grad), "the adapter got no gradient"
 
     eps = getattr(method.config, "adv_epsilon", 0) or 0
