@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from transformers import TrainerCallback
 
-from . import runs
+from . import adapters, runs
 from .config import AdvTrainingArguments, ModelArguments, RunArguments, TaskArguments, dataclass_values
 from .data import collator, encode
 from .errors import UsageError
@@ -177,6 +177,7 @@ def run_training(
     run_args: RunArguments,
     training_args: AdvTrainingArguments,
     method: Method | None = None,
+    adapter_args: adapters.AdapterArguments | None = None,
 ) -> Path:
     """Train, save and evaluate one run; returns the run folder."""
     if not training_args.output_dir:
@@ -198,6 +199,8 @@ def run_training(
         model = load_model(
             model_args.model, num_labels=task.num_labels, regression=task.is_regression, label_names=label_names
         )
+    adapter_args = adapter_args or adapters.AdapterArguments()
+    model = adapters.wrap_for_task(model, adapter_args, is_mc)
     _encode, _collator, _predict = (mc.encode, mc.collator, mc.predict) if is_mc else (encode, collator, predict)
     # under torchrun / accelerate launch every process checks the folder before any of them writes;
     # the main process alone writes the run folder (the Trainer saves checkpoints the same way)
@@ -212,6 +215,7 @@ def run_training(
         | ({"kind": mc.KIND, "num_choices": task.num_choices} if is_mc else {}),
         "model": dataclass_values(model_args),
         "method": {"name": method.name, "config": method.config.to_dict()},
+        "adapter": adapters.run_record(adapter_args, model_args.model),
         "training": dataclass_values(training_args),
         "label_names": label_names,
         "num_train_examples": len(train_ds),
@@ -223,6 +227,9 @@ def run_training(
     from .trainer import AdversarialTrainer
 
     model = method.setup(model, tokenizer=tokenizer, task=task)
+    if main and method.embedding_scale is not None:  # measured by setup: record what the radii were scaled by
+        config["method"]["embedding_scale"] = method.embedding_scale
+        runs.write_json_atomic(out / runs.RUN_CONFIG, config)
     timer = _StepTimer()
     eval_ds = next(iter(evals.values()), None)
     trainer = AdversarialTrainer(
@@ -245,6 +252,8 @@ def run_training(
     state = method.state_dict()
     if state:
         torch.save(state, out / METHOD_STATE_FILE)
+    if adapter_args.merge_adapter:
+        adapters.write_merged(inference, tokenizer, out)
     runs.write_json_atomic(out / "log_history.json", trainer.state.log_history)
     runs.write_json_atomic(
         out / "train_stats.json",
@@ -302,11 +311,14 @@ def train(
 ) -> Path:
     """Python API: ``train("rte", "freelb", "runs/rte-freelb", max_train_samples=500, num_train_epochs=1)``.
 
-    Keyword arguments go to :class:`TaskArguments` or :class:`AdvTrainingArguments` by name.
+    Keyword arguments go to :class:`TaskArguments`, :class:`~advtune.adapters.AdapterArguments` (``peft="lora"``)
+    or :class:`AdvTrainingArguments` by name.
     """
     task_fields = {f.name for f in dataclasses.fields(TaskArguments)}
+    adapter_fields = {f.name for f in dataclasses.fields(adapters.AdapterArguments)}
     task_kwargs = {k: v for k, v in kwargs.items() if k in task_fields}
-    train_kwargs = {k: v for k, v in kwargs.items() if k not in task_fields}
+    adapter_kwargs = {k: v for k, v in kwargs.items() if k in adapter_fields}
+    train_kwargs = {k: v for k, v in kwargs.items() if k not in task_fields | adapter_fields}
     train_kwargs.setdefault("report_to", "none")
     task_args = TaskArguments(task=task, **task_kwargs)
     training_args = AdvTrainingArguments(output_dir=str(output_dir), **train_kwargs)
@@ -317,6 +329,7 @@ def train(
         RunArguments(method=method, overwrite=overwrite, resume=resume),
         training_args,
         method_obj,
+        adapters.AdapterArguments(**adapter_kwargs),
     )
 
 
