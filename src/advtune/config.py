@@ -70,7 +70,10 @@ class TaskArguments:
 
 @dataclass
 class ModelArguments:
-    model: str = _f(DEFAULT_MODEL, "Local folder or hub id; 'minilm' = the packaged MiniLM-L6-H384 checkpoint.")
+    model: str = _f(
+        DEFAULT_MODEL,
+        "Local folder, .gguf file or hub id; 'minilm' = the packaged MiniLM-L6-H384, 'smollm2-135m' = SmolLM2-135M.",
+    )
 
 
 @dataclass

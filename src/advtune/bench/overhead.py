@@ -94,11 +94,12 @@ def _batch(model: Any, batch_size: int, seq_len: int, device: Any, seed: int) ->
 
 def _measure_one(
     name: str, model_name: str, batch_size: int, seq_len: int, warmup: int, steps: int, device: str,
-    overrides: dict[str, Any], seed: int, threads: int | None = None,
+    overrides: dict[str, Any], seed: int, threads: int | None = None, peft: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Train ``warmup + steps`` steps of one method; return its raw timings, passes and memory."""
     import torch
 
+    from .. import adapters
     from ..methods import get_method
     from ..modeling import load_model
     from ..wrappers import unwrap
@@ -108,7 +109,8 @@ def _measure_one(
     torch.manual_seed(seed)
     dev = torch.device(device)
     method = get_method(name, **overrides)
-    model = method.setup(load_model(model_name, num_labels=2)).to(dev).train()
+    base = adapters.wrap(load_model(model_name, num_labels=2), adapters.AdapterArguments(peft=peft))
+    model = method.setup(base).to(dev).train()
     batch = _batch(model, batch_size, seq_len, dev, seed)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     count = [0.0]
@@ -136,7 +138,11 @@ def _measure_one(
     hook.remove()
     peak = torch.cuda.max_memory_allocated(dev) / 2**20 if cuda else _peak_rss_mb()
     mem = peak - base if peak is not None and base is not None else None
-    return {"method": name, "times": times, "cpu_times": cpu_times, "passes": statistics.median(passes), "mem_mb": mem}
+    trainable = adapters.trainable_parameters(model)
+    return {
+        "method": name, "times": times, "cpu_times": cpu_times, "passes": statistics.median(passes), "mem_mb": mem,
+        "trainable": trainable,
+    }  # fmt: skip
 
 
 def measure_overhead(
@@ -152,6 +158,7 @@ def measure_overhead(
     seed: int = 0,
     threads: int | None = None,
     exact_cpu_memory: bool = True,
+    peft: str | None = None,
 ) -> list[dict[str, Any]]:
     """Median step time and peak memory of each method relative to ``standard`` (measured first).
 
@@ -167,11 +174,14 @@ def measure_overhead(
             no OpenMP spin-waiting is counted as work).
         exact_cpu_memory: run the isolated CPU processes with :data:`CPU_MALLOC_ENV` (see the module
             docstring); ``False`` keeps glibc's caching and reports an upper bound.
+        peft: train a ``lora`` / ``ia3`` / ``prompt`` / ``prefix`` adapter (default adapter options) in
+            every row, ``standard`` included, so the ratios compare methods on the same adapter.
 
     Returns:
         One dict per method: ``method``, ``passes`` (full passes per step), ``pass_ratio``,
         ``step_s`` (median wall time), ``time_ratio``, ``time_per_pass`` (= time_ratio / pass_ratio;
-        target <= 1.15), ``cpu_ratio`` (median process CPU time ratio), ``mem_mb``, ``mem_ratio``.
+        target <= 1.15), ``cpu_ratio`` (median process CPU time ratio), ``mem_mb``, ``mem_ratio``,
+        ``trainable`` (parameters the optimizer updates).
     """
     import torch
     from tqdm.auto import tqdm
@@ -187,7 +197,7 @@ def measure_overhead(
     overrides = method_overrides or {}
     raw = []
     for name in tqdm(names, desc="overhead", unit="method"):
-        args = (name, model, batch_size, seq_len, warmup, steps, device, overrides.get(name, {}), seed, threads)
+        args = (name, model, batch_size, seq_len, warmup, steps, device, overrides.get(name, {}), seed, threads, peft)
         raw.append(_measure(isolate, env, *args))
     return [_relative_row(r, raw[0]) for r in raw]
 
@@ -230,6 +240,7 @@ def _relative_row(r: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]:
         "cpu_ratio": round(cpu_ratio, 2) if cpu_ratio is not None else None,
         "mem_mb": round(r["mem_mb"], 1) if r["mem_mb"] is not None else None,
         "mem_ratio": round(mem_ratio, 2) if mem_ratio is not None else None,
+        "trainable": r.get("trainable"),
     }
 
 
@@ -271,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--allocator-cache", action="store_true", help="CPU: keep glibc's malloc caching (peak RSS = upper bound)"
     )
+    p.add_argument("--peft", default=None, help="train an adapter in every row: lora, ia3, prompt or prefix")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = p.parse_args(argv)
     from ..methods import METHODS
@@ -279,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = measure_overhead(
         methods, model=args.model, batch_size=args.batch_size, seq_len=args.seq_len, warmup=args.warmup,
         steps=args.steps, device=args.device, isolate=False if args.no_isolate else None, threads=args.threads,
-        exact_cpu_memory=not args.allocator_cache,
+        exact_cpu_memory=not args.allocator_cache, peft=args.peft,
     )  # fmt: skip
     print(format_table(rows))
     print(

@@ -10,6 +10,7 @@ import sys
 
 from transformers import HfArgumentParser
 
+from ..adapters import AdapterArguments
 from ..config import AdvTrainingArguments, ModelArguments, RunArguments, TaskArguments, read_yaml, yaml_to_argv
 from ..errors import UsageError
 from ..methods import get_method_class
@@ -21,6 +22,11 @@ class _Parser(OneLineErrors, HfArgumentParser):
 
 
 def parse(argv: list[str]):
+    """``(task, model, run, method, training)`` arguments; :func:`parse_all` adds the adapter's."""
+    return parse_all(argv)[:5]
+
+
+def parse_all(argv: list[str]):
     pre = ArgumentParser(prog="advtune train", add_help=False)
     pre.add_argument("--config")
     pre.add_argument("--method")
@@ -33,26 +39,32 @@ def parse(argv: list[str]):
         yaml_args = yaml_to_argv({k: v for k, v in data.items() if k != "config"})
     method_cls = get_method_class(method_name or "standard")
     parser = _Parser(
-        (TaskArguments, ModelArguments, RunArguments, method_cls.config_class, AdvTrainingArguments),
+        (
+            TaskArguments,
+            ModelArguments,
+            RunArguments,
+            method_cls.config_class,
+            AdvTrainingArguments,
+            AdapterArguments,
+        ),
         prog="advtune train",
         description="Fine-tune a Transformer classifier with an (adversarial) training method.",
     )
     try:
-        task_args, model_args, run_args, method_cfg, training_args = parser.parse_args_into_dataclasses(
-            args=yaml_args + argv, look_for_args_file=False
-        )
+        parsed = parser.parse_args_into_dataclasses(args=yaml_args + argv, look_for_args_file=False)
+        task_args, model_args, run_args, method_cfg, training_args, adapter_args = parsed
     except UsageError:
         raise
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc).strip().splitlines()[0]) from exc
-    return task_args, model_args, run_args, method_cls(method_cfg), training_args
+    return task_args, model_args, run_args, method_cls(method_cfg), training_args, adapter_args
 
 
 def main(argv: list[str]) -> int:
     from ..pipeline import run_training
 
-    task_args, model_args, run_args, method, training_args = parse(argv)
-    out = run_training(task_args, model_args, run_args, training_args, method)
+    task_args, model_args, run_args, method, training_args, adapter_args = parse_all(argv)
+    out = run_training(task_args, model_args, run_args, training_args, method, adapter_args)
     if training_args.process_index == 0:  # the main process wrote the run folder and prints its summary
         _print_summary(out)
     return 0

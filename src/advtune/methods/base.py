@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple
@@ -98,8 +99,64 @@ class DropoutReplayConfig(MethodConfig):
     adv_reuse_dropout: bool = cfg_field(False, "reuse the first forward pass's dropout masks in every pass of a step")
 
 
+RADIUS_UNITS = ("absolute", "relative")
+
+
+@dataclass
+class RadiusConfig(MethodConfig):
+    """Base of every method that perturbs the embeddings: the unit its radii and step sizes are given in.
+
+    The papers tune ε, step sizes and noise scales on BERT, whose word embeddings are about three times
+    smaller than a Llama-family model's (mean row L2 norm 1.07 for MiniLM, 3.20 for SmolLM2-135M), so the
+    same absolute ε is a much weaker attack on the larger embeddings. ``relative`` reads every field in
+    :attr:`radius_fields` in units of the model's own embedding scale, measured once from the embedding
+    matrix when the method is set up: the mean row L2 norm for ``l2`` perturbations (one token's
+    embedding), the mean absolute entry for everything else (L∞ radii, per-entry noise σ). Default
+    ``absolute``: the papers' presets keep their meaning.
+    """
+
+    radius_fields: ClassVar[tuple[str, ...]] = ("adv_epsilon", "adv_step_size", "adv_init_scale", "adv_prompt_epsilon")
+
+    adv_radius_unit: str = cfg_field(
+        "absolute",
+        "absolute, or relative: every radius, step size and noise scale in units of the model's embedding scale "
+        "(mean row L2 norm for l2, mean |entry| otherwise), measured at setup.",
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        self._check(self.adv_radius_unit in RADIUS_UNITS, "adv_radius_unit", f"choose from {', '.join(RADIUS_UNITS)}")
+
+    def radius_scale_key(self) -> str:
+        """``l2`` (the mean row norm is the unit) for L2 perturbations, else ``linf`` (the mean |entry|)."""
+        return "l2" if getattr(self, "adv_norm", "linf") == "l2" else "linf"
+
+
+def embedding_scale(model: torch.nn.Module) -> dict[str, float]:
+    """Scale of the word embeddings: ``l2`` = mean row L2 norm, ``linf`` = mean absolute entry."""
+    from ..embeddings import input_embedding_module
+
+    with torch.no_grad():
+        weight = input_embedding_module(model).weight.detach().float()
+        return {"l2": float(weight.norm(dim=-1).mean()), "linf": float(weight.abs().mean())}
+
+
+def _measures_radii(setup: Callable[..., torch.nn.Module]) -> Callable[..., torch.nn.Module]:
+    @functools.wraps(setup)
+    def wrapper(self: Method, model: torch.nn.Module, *args: Any, **kwargs: Any) -> torch.nn.Module:
+        self.apply_radius_unit(model)
+        return setup(self, model, *args, **kwargs)
+
+    wrapper._measures_radii = True  # type: ignore[attr-defined]
+    return wrapper
+
+
 class Method:
-    """A training method. Subclasses set ``name``, ``config_class`` and ``paper``."""
+    """A training method. Subclasses set ``name``, ``config_class`` and ``paper``.
+
+    Every ``setup`` (a subclass's own too: :meth:`__init_subclass__` wraps it) first calls
+    :meth:`apply_radius_unit`, so no method can forget to convert relative radii.
+    """
 
     name: ClassVar[str] = ""
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
@@ -115,6 +172,31 @@ class Method:
                 f"method '{self.name}' expects a {self.config_class.__name__}, got {type(config).__name__}"
             )
         self.config = config
+        self.given_config = config
+        self.embedding_scale: dict[str, float] | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        setup = cls.__dict__.get("setup")
+        if setup is not None and not getattr(setup, "_measures_radii", False):
+            cls.setup = _measures_radii(setup)
+
+    def apply_radius_unit(self, model: torch.nn.Module) -> None:
+        """Measure the model's embedding scale (:attr:`embedding_scale`, recorded in ``run_config.json``)
+        and, for ``adv_radius_unit=relative``, make :attr:`config` the given config with every radius
+        multiplied by it (:attr:`given_config` keeps the values as given; calling again never compounds)."""
+        given = self.given_config
+        if not isinstance(given, RadiusConfig):
+            return
+        scale = embedding_scale(model)
+        factor = scale[given.radius_scale_key()] if given.adv_radius_unit == "relative" else 1.0
+        self.embedding_scale = {**scale, "unit": given.adv_radius_unit, "factor": factor}
+        changes = {
+            name: getattr(given, name) * factor
+            for name in given.radius_fields
+            if isinstance(getattr(given, name, None), (int, float)) and not isinstance(getattr(given, name), bool)
+        }
+        self.config = dataclasses.replace(given, **changes) if factor != 1.0 else given
 
     # ------------------------------------------------------------------ protocol
     @property
@@ -129,6 +211,7 @@ class Method:
         model, e.g. a synonym-aware method builds its vocabulary neighbourhoods from the tokenizer; both are
         ``None`` when the caller has none (unit tests, benchmarks on a bare model).
         """
+        self.apply_radius_unit(model)
         return model
 
     def compute_loss(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> StepOutput:
@@ -152,7 +235,13 @@ class Method:
         return model
 
     def save_inference_model(self, model: torch.nn.Module, tokenizer: Any, out_dir: Any) -> None:
-        """Write the inference model into the run folder (safetensors) with its tokenizer."""
+        """Write the inference model into the run folder (safetensors) with its tokenizer; a PEFT model
+        writes its adapter and head only (:func:`advtune.adapters.save_adapter`)."""
+        from .. import adapters
+
+        if adapters.is_adapter_model(model):
+            adapters.save_adapter(model, tokenizer, out_dir)
+            return
         model.save_pretrained(out_dir, safe_serialization=True)
         tokenizer.save_pretrained(out_dir)
 
@@ -161,6 +250,10 @@ class Method:
         """Load what :meth:`save_inference_model` wrote: ``(model, tokenizer)``."""
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        from .. import adapters
+
+        if adapters.has_adapter(run_dir):
+            return adapters.load_adapter(run_dir, run_config)
         return AutoModelForSequenceClassification.from_pretrained(run_dir), AutoTokenizer.from_pretrained(run_dir)
 
     def state_dict(self) -> dict[str, Any]:

@@ -41,7 +41,7 @@ from ..embeddings import embedding_dim, perturb_embedding_rows, perturb_embeddin
 from ..perturbation import masked_norm, normalize
 from ..pooling import sentence_representation
 from ..wrappers import unwrap
-from .base import Method, MethodConfig, StepOutput, cfg_field, is_regression, model_inputs, task_loss
+from .base import Method, RadiusConfig, StepOutput, cfg_field, is_regression, model_inputs, task_loss
 
 HEAD = "advtune_cat_head"
 """Attribute under which :meth:`CAT.setup` attaches the projection head to the model (training only)."""
@@ -74,7 +74,7 @@ def _install_output_capture(model: torch.nn.Module) -> None:
 
 
 @dataclass
-class CATConfig(MethodConfig):
+class CATConfig(RadiusConfig):
     """Hyper-parameters of CAT (grids: Training Details; max-norm default: Method section and Table 10).
 
     adv_epsilon (`float`, *optional*, defaults to `1e-3`): ε, size of the perturbation of V.
@@ -93,6 +93,7 @@ class CATConfig(MethodConfig):
     adv_proj_dim: int = cfg_field(300, "d_k: output size of the projection head z = W2 ReLU(W1 h).")
 
     def validate(self) -> None:
+        super().validate()
         self._check(self.adv_epsilon >= 0, "adv_epsilon", "must be >= 0")
         self._check(self.adv_norm in ("linf", "l2", "mixed"), "adv_norm", "choose linf, l2 or mixed")
         self._check(self.adv_target in ("matrix", "embeddings"), "adv_target", "choose matrix or embeddings")

@@ -17,11 +17,11 @@ import torch
 
 from ..embeddings import embedding_dim, forward_with_delta
 from ..perturbation import INITS, NORMS, masked_norm
-from .base import MethodConfig, cfg_field, is_regression, task_loss
+from .base import RadiusConfig, cfg_field, is_regression, task_loss
 
 
 @dataclass
-class EmbeddingFamilyConfig(MethodConfig):
+class EmbeddingFamilyConfig(RadiusConfig):
     """What every adversary on the word embeddings has (FGM, PGD, FreeAT, FreeLB, YOPO), declared once.
 
     Args:

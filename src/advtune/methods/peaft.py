@@ -35,17 +35,15 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..embeddings import embedding_dim, input_embedding_module, word_embeddings
+from ..embeddings import input_embedding_module, word_embeddings
 from ..errors import UsageError
 from ..perturbation import ascent_step, init_delta, masked_norm, project
-from .base import Backward, Method, MethodConfig, StepOutput, cfg_field, is_regression, model_inputs, task_loss
+from .base import Backward, Method, RadiusConfig, StepOutput, cfg_field, is_regression, model_inputs, task_loss
 
-ADAPTER_DIR = "peft_adapter"
 POOLINGS = ("first", "mean")
 _POOL_HANDLES = "_advtune_pool_hooks"
 _POOL_STATE = "_advtune_pool_state"
@@ -104,7 +102,7 @@ def pool_skipping(model: torch.nn.Module, extra: int) -> Iterator[None]:
 
 
 @dataclass
-class PEAFTConfig(MethodConfig):
+class PEAFTConfig(RadiusConfig):
     adv_num_virtual_tokens: int = cfg_field(20, "k: defense soft-prompt tokens (trained, kept for inference).")
     adv_attack_tokens: int = cfg_field(5, "k_a: attack soft-prompt tokens (inner maximisation only; 0 = none).")
     adv_steps: int = cfg_field(3, "K: sign-gradient ascent steps of the inner maximisation.")
@@ -121,6 +119,7 @@ class PEAFTConfig(MethodConfig):
     )
 
     def validate(self) -> None:
+        super().validate()
         self._check(self.adv_num_virtual_tokens > 0, "adv_num_virtual_tokens", "must be positive")
         self._check(self.adv_attack_tokens >= 0, "adv_attack_tokens", "must be >= 0")
         self._check(self.adv_steps >= 1, "adv_steps", "must be >= 1")
@@ -144,24 +143,16 @@ class PEAFT(Method):
 
     # ------------------------------------------------------------------ model surgery
     def setup(self, model: torch.nn.Module, tokenizer: Any = None, task: Any = None) -> torch.nn.Module:
-        from peft import PromptTuningConfig, PromptTuningInit, get_peft_model
+        """Wrap the model with the defense prompt (through :func:`advtune.adapters.wrap`, the one way to add
+        an adapter); a model that already carries an adapter (``--peft``) keeps it as the defense."""
+        from .. import adapters
 
         c = self.config
-        has_pooler = any(n.endswith("pooler") for n, _ in model.named_modules())
-        heads = ["pooler"] if c.adv_train_pooler and has_pooler else []
-        peft_cfg = PromptTuningConfig(
-            task_type="SEQ_CLS",
-            num_virtual_tokens=c.adv_num_virtual_tokens,
-            prompt_tuning_init=PromptTuningInit.SAMPLE_VOCAB,
-            modules_to_save=heads or None,
-            # explicit sizes: peft cannot infer them from every config (DistilBERT says dim / n_layers / n_heads)
-            token_dim=embedding_dim(model),
-            num_layers=model.config.num_hidden_layers,
-            num_attention_heads=model.config.num_attention_heads,
-        )
-        model = get_peft_model(model, peft_cfg)
+        if not adapters.is_adapter_model(model):
+            args = adapters.AdapterArguments(peft="prompt", peft_num_virtual_tokens=c.adv_num_virtual_tokens)
+            model = adapters.wrap(model, args, train_pooler=c.adv_train_pooler)
         if c.adv_pooling == "mean":
-            install_mean_pooling(model, c.adv_num_virtual_tokens)
+            install_mean_pooling(model, _prompt_tokens(model))
         if c.adv_attack_tokens and self.attack_prompt is None:
             vocab = input_embedding_module(model).weight
             rows = torch.randint(0, vocab.shape[0], (c.adv_attack_tokens,))
@@ -232,30 +223,14 @@ class PEAFT(Method):
         """The peft model (frozen encoder + defense prompt + head); the attack prompt is not in it."""
         return model
 
-    def save_inference_model(self, model, tokenizer, out_dir) -> None:
-        """``peft_adapter/`` (prompt + head, safetensors) and the tokenizer; the base model is the run's --model."""
-        model.save_pretrained(Path(out_dir) / ADAPTER_DIR, safe_serialization=True)
-        tokenizer.save_pretrained(out_dir)
-
     @classmethod
     def load_inference_model(cls, run_dir, run_config: dict[str, Any]):
-        from peft import PeftModel
-        from transformers import AutoTokenizer
-
-        from ..modeling import load_model
-
-        labels = run_config.get("label_names")
-        base = load_model(
-            run_config["model"]["model"],
-            num_labels=len(labels) if labels else 1,
-            regression=not labels,
-            label_names=labels,
-        )
-        model = PeftModel.from_pretrained(base, str(Path(run_dir) / ADAPTER_DIR))
-        cfg = run_config.get("method", {}).get("config", {})
-        if cfg.get("adv_pooling") == "mean":
-            install_mean_pooling(model, int(cfg["adv_num_virtual_tokens"]))
-        return model, AutoTokenizer.from_pretrained(str(run_dir))
+        """The base model + ``peft_adapter/`` (defense prompt or ``--peft`` adapter, and head), with the
+        run's pooling; saving is the base class's adapter saving."""
+        model, tokenizer = super().load_inference_model(run_dir, run_config)
+        if run_config.get("method", {}).get("config", {}).get("adv_pooling") == "mean":
+            install_mean_pooling(model, _prompt_tokens(model))
+        return model, tokenizer
 
     def state_dict(self) -> dict[str, Any]:
         if self.attack_prompt is None:
@@ -266,6 +241,17 @@ class PEAFT(Method):
         if state.get("attack_prompt") is not None:
             self.attack_prompt = state["attack_prompt"].float()
             self.attack_prompt_init = state["attack_prompt_init"].float()
+
+
+def _prompt_tokens(model: torch.nn.Module) -> int:
+    """Virtual tokens a prompt adapter puts before the text (0 for LoRA / IA3; mean pooling cannot see
+    through a prefix adapter, whose virtual tokens live in the attention cache, not in the sequence)."""
+    from ..adapters import adapter_kind
+
+    kind = adapter_kind(model)
+    if kind == "prefix":
+        raise UsageError("adv_pooling=mean does not work with a prefix adapter; use adv_pooling=first")
+    return int(model.peft_config[model.active_adapter].num_virtual_tokens) if kind == "prompt" else 0
 
 
 def trainable_parameters(model: torch.nn.Module) -> int:

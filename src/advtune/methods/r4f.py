@@ -25,8 +25,9 @@ from .r3f import R3F, R3FConfig
 
 
 def head_linear(model: torch.nn.Module) -> torch.nn.Linear:
-    """The final linear layer of the classification head: the last ``nn.Linear`` outside ``base_model``."""
-    inner = unwrap(model)
+    """The final linear layer of the classification head: the last ``nn.Linear`` outside ``base_model``
+    (under PEFT: the trainable copy of the head, which peft's wrapper lists after the frozen original)."""
+    inner = unwrap(model, peft=True)
     body = getattr(inner, "base_model", None)
     skip = {id(m) for m in body.modules()} if isinstance(body, torch.nn.Module) and body is not inner else set()
     linears = [m for m in inner.modules() if isinstance(m, torch.nn.Linear) and id(m) not in skip]
