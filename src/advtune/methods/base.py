@@ -98,6 +98,29 @@ class DropoutReplayConfig(MethodConfig):
     adv_reuse_dropout: bool = cfg_field(False, "reuse the first forward pass's dropout masks in every pass of a step")
 
 
+MEMORY_MODES = ("joint", "sequential")
+"""How a single-backward method backpropagates its loss L(c, a) of clean and perturbed outputs
+(:mod:`advtune.methods.paired`)."""
+
+
+@dataclass
+class AdvMemoryConfig(MethodConfig):
+    """Mixin of the single-backward methods (VAT, SMART, TAT, R3F, R4F, CAT, ROSE, PEAFT), whose loss L(c, a)
+    combines clean outputs c = f(x) and perturbed outputs a = f(x + δ): the same gradient at two memory costs,
+    see :mod:`advtune.methods.paired`."""
+
+    adv_memory: str = cfg_field(
+        "joint",
+        "joint: one backward through the clean and the perturbed graph (both alive, ~1.8x standard's memory); "
+        "sequential: the same gradient one graph at a time (the perturbed pass once more without autograd, "
+        "same dropout masks).",
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        self._check(self.adv_memory in MEMORY_MODES, "adv_memory", f"choose from {', '.join(MEMORY_MODES)}")
+
+
 class Method:
     """A training method. Subclasses set ``name``, ``config_class`` and ``paper``."""
 

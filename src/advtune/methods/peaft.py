@@ -43,7 +43,8 @@ import torch
 from ..embeddings import embedding_dim, input_embedding_module, word_embeddings
 from ..errors import UsageError
 from ..perturbation import ascent_step, init_delta, masked_norm, project
-from .base import Backward, Method, MethodConfig, StepOutput, cfg_field, is_regression, model_inputs, task_loss
+from .base import AdvMemoryConfig, StepOutput, cfg_field, model_inputs, task_loss
+from .paired import Pair, PairedMethod, PairFrame
 
 ADAPTER_DIR = "peft_adapter"
 POOLINGS = ("first", "mean")
@@ -104,7 +105,7 @@ def pool_skipping(model: torch.nn.Module, extra: int) -> Iterator[None]:
 
 
 @dataclass
-class PEAFTConfig(MethodConfig):
+class PEAFTConfig(AdvMemoryConfig):
     adv_num_virtual_tokens: int = cfg_field(20, "k: defense soft-prompt tokens (trained, kept for inference).")
     adv_attack_tokens: int = cfg_field(5, "k_a: attack soft-prompt tokens (inner maximisation only; 0 = none).")
     adv_steps: int = cfg_field(3, "K: sign-gradient ascent steps of the inner maximisation.")
@@ -121,6 +122,7 @@ class PEAFTConfig(MethodConfig):
     )
 
     def validate(self) -> None:
+        super().validate()
         self._check(self.adv_num_virtual_tokens > 0, "adv_num_virtual_tokens", "must be positive")
         self._check(self.adv_attack_tokens >= 0, "adv_attack_tokens", "must be >= 0")
         self._check(self.adv_steps >= 1, "adv_steps", "must be >= 1")
@@ -132,7 +134,7 @@ class PEAFTConfig(MethodConfig):
         self._check(self.adv_pooling in POOLINGS, "adv_pooling", f"choose from {', '.join(POOLINGS)}")
 
 
-class PEAFT(Method):
+class PEAFT(PairedMethod):
     name = "peaft"
     config_class = PEAFTConfig
     paper = {"title": "Robust Tuning of Pre-trained Language Models: a Parameter-efficient Approach", "arxiv": ""}
@@ -185,12 +187,17 @@ class PEAFT(Method):
         with pool_skipping(model, 0 if prompt is None else prompt.shape[0]):
             return model(inputs_embeds=embeds, **kwargs).logits
 
-    def step(self, model, inputs, backward) -> StepOutput:
-        c, backward = self.config, Backward.of(backward)
-        regression, labels = is_regression(model), inputs["labels"]
-        mask = inputs["attention_mask"]
+    # ------------------------------------------------------------------ the paired frame (methods/paired.py)
+    def coupled(self) -> bool:
+        return False  # L_bgn(clean) + λ·L_adv(adversarial): no term of both passes
+
+    def begin(self, frame: PairFrame) -> None:
+        """The inner maximisation (K steps on δ and the attack prompt), before the clean pass so that no
+        graph of it is alive meanwhile."""
+        c, backward, inputs = self.config, frame.backward, frame.inputs
+        labels, mask = frame.labels, inputs["attention_mask"]
         step_size = c.adv_step_size if c.adv_step_size is not None else 2 * c.adv_epsilon
-        ref = word_embeddings(model, inputs["input_ids"])
+        ref = word_embeddings(frame.model, inputs["input_ids"])
         delta = init_delta(ref, mask, "uniform", c.adv_init_scale, "l2")
         prompt = None if self.attack_prompt is None else self.attack_prompt.to(ref.device).clone()
         adv_losses = []
@@ -198,7 +205,7 @@ class PEAFT(Method):
             for _ in range(c.adv_steps):
                 delta.requires_grad_()
                 leaves = [delta] + ([prompt.requires_grad_()] if prompt is not None else [])
-                loss = task_loss(self._adv_forward(model, inputs, delta, prompt), labels, regression)
+                loss = task_loss(self._adv_forward(frame.model, inputs, delta, prompt), labels, frame.regression)
                 grads = torch.autograd.grad(loss, leaves)
                 adv_losses.append(loss.item())
                 delta = ascent_step(delta, grads[0], mask, step_size, c.adv_epsilon, "linf")
@@ -206,17 +213,34 @@ class PEAFT(Method):
                     prompt = self._prompt_step(prompt, grads[1], step_size)
         if prompt is not None:
             self.attack_prompt = prompt.detach().to(self.attack_prompt.device)
-        clean = task_loss(model(**model_inputs(inputs)).logits, labels, regression)
-        adv = task_loss(self._adv_forward(model, inputs, delta, prompt), labels, regression)
-        total = clean + c.adv_lambda * adv
-        backward(total)
+        frame.state.update(delta=delta.detach(), prompt=prompt, adv_losses=adv_losses)
+
+    def clean_pass(self, frame: PairFrame) -> torch.Tensor:
+        return frame.model(**frame.batch).logits
+
+    def perturbed_pass(self, frame: PairFrame) -> torch.Tensor:
+        return self._adv_forward(frame.model, frame.inputs, frame.state["delta"], frame.state["prompt"])
+
+    def pair_loss(self, frame: PairFrame, clean: torch.Tensor | None, adv: torch.Tensor | None) -> StepOutput:
+        """``L_bgn + λ·L_adv``; a side is None in a part of the sequential step."""
+        terms, metrics = [], {}
+        if clean is not None:
+            terms.append(task_loss(clean, frame.labels, frame.regression))
+            metrics["adv/clean_loss"] = terms[-1].item()
+        if adv is not None:
+            adv_loss = task_loss(adv, frame.labels, frame.regression)
+            terms.append(self.config.adv_lambda * adv_loss)
+            metrics["adv/loss"] = adv_loss.item()
+        return StepOutput(sum(terms[1:], terms[0]), metrics)
+
+    def finish(self, frame: PairFrame, pair: Pair) -> StepOutput:
+        st = frame.state
         metrics = {
-            "adv/clean_loss": clean.item(),
-            "adv/loss": adv.item(),
-            "adv/inner_loss_first": adv_losses[0],
-            "adv/delta_norm": masked_norm(delta, mask, "linf").mean().item(),
+            **pair.out.metrics,
+            "adv/inner_loss_first": st["adv_losses"][0],
+            "adv/delta_norm": masked_norm(st["delta"], frame.inputs["attention_mask"], "linf").mean().item(),
         }
-        return StepOutput(total.detach(), metrics)
+        return StepOutput(pair.out.loss, metrics)
 
     @torch.no_grad()
     def _prompt_step(self, prompt: torch.Tensor, grad: torch.Tensor, step_size: float) -> torch.Tensor:
