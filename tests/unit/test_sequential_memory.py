@@ -146,3 +146,27 @@ def test_adv_memory_is_validated():
         get_method("vat", adv_memory="lazy")
     with pytest.raises(UsageError, match="adv_memory"):
         get_method("cat", adv_memory="both")
+
+
+def test_overhead_rows_per_adv_memory_mode():
+    """``--adv-memory joint,sequential`` gives every single-backward method one row per mode, others one row."""
+    from advtune.bench.overhead import _jobs
+
+    jobs = _jobs(["standard", "freelb", "vat"], {"vat": {"adv_steps": 2}}, "joint,sequential")
+    assert jobs == [
+        ("standard", "standard", {}),
+        ("freelb", "freelb", {}),
+        ("vat[joint]", "vat", {"adv_steps": 2, "adv_memory": "joint"}),
+        ("vat[sequential]", "vat", {"adv_steps": 2, "adv_memory": "sequential"}),
+    ]
+    assert _jobs(["vat"], {}, None) == [("vat", "vat", {})]
+
+
+def test_overhead_cli_refuses_an_unknown_mode():
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "advtune.bench.overhead", "--methods", "vat", "--adv-memory", "lazy"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["error: invalid adv_memory 'lazy': choose from joint, sequential"]
