@@ -3,7 +3,9 @@
 Two seams:
 
 * single-backward methods implement :meth:`Method.compute_loss`; the default :meth:`Method.step`
-  calls it and hands the loss to ``backward``;
+  calls it and hands the loss to ``backward``; those whose loss combines clean and perturbed outputs
+  run the paired frame (:mod:`advtune.methods.paired`), which can backpropagate it one graph at a time
+  (``adv_memory``, :class:`AdvMemoryConfig`);
 * multi-backward methods (FreeLB, FreeAT, ...) override :meth:`Method.step` and call ``backward``
   themselves, once per pass.
 

@@ -12,7 +12,9 @@ Defaults: the paper gives grids, not chosen values (ε ∈ {1e-4, 1e-3, 5e-3, 2e
 
 Cost per step: 2 forward passes and 2 backward passes: the gradient w.r.t. the looked-up
 embeddings is taken with ``torch.autograd.grad(retain_graph=True)`` (no parameter gradients), and
-one backward of the total loss gives every parameter gradient.
+one backward of the total loss gives every parameter gradient. ``adv_memory=sequential``
+(:mod:`advtune.methods.paired`): the same gradient with one graph alive at a time, for one forward of
+x + r without autograd (none when λ = 0: the loss then has no term of both passes).
 
 Deviations / readings of the paper: eqs. 5-6 print ``r = −ε·…``, which would *decrease* the loss;
 we add ``+ε·…`` (the FGSM ascent step Goodfellow et al. describe). Eq. 9 writes

@@ -28,6 +28,8 @@ Choices where the paper is silent (documented in docs/methods/peaft.md):
   with ``"first"`` its frozen states barely vary between sentences there and PEAFT stayed at chance
   on SST-2 (docs/methods/peaft.md); the CPU suites use ``"mean"``.
 Cost per step: 1 clean + K inner + 1 adversarial forward, K inner (δ/prompt only) + 1 full backward.
+``adv_memory=sequential`` backpropagates L_bgn and λ·L_adv one after the other (one graph alive at a time)
+at no extra pass: the loss has no term of both passes (:mod:`advtune.methods.paired`).
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ and the two passes draw their own dropout masks, as the authors' fairseq code do
 error between the two outputs in place of KL_S (a departure: the paper only treats classification).
 λ = 0 skips the noised pass: exactly standard fine-tuning. Cost: 2 forward + 1 backward through both,
 plus one no-grad forward every ``adv_diagnostics_every`` steps for ``diag/*`` (what z alone does).
+``adv_memory=sequential``: the same gradient with one graph alive at a time, for one more forward of x + z
+without autograd (:mod:`advtune.methods.paired`; R4F's spectral-norm vectors are restored for its replay).
 """
 
 from __future__ import annotations

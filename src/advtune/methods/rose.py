@@ -18,7 +18,9 @@ which also means no step and no weight decay; (2) the KL uses the model's own dr
 released code has a separate ``kl_dropout``); (3) the second-order variant (ROSE-Second, update-
 direction oscillation from the optimizer's momentum) and the ensemble are not implemented; (4) the
 warmup (no masking during LR warmup in the released code) is ``adv_warmup_steps`` method steps.
-Cost per step: 2 forwards, 1 KL backward (tensor gradients only) + 1 CE backward.
+Cost per step: 2 forwards, 1 KL backward (tensor gradients only) + 1 CE backward. ``adv_memory=sequential``
+(:mod:`advtune.methods.paired`): each backward in two parts, one graph alive at a time, the KL gradients of
+the parts summed before ranking; the second pass runs once more without autograd to give the first part its value.
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ L∞ steps from δ ~ N(0, σ²) on ℓs(f(x+δ), f(x).detach()), projected to ε
 
 Cost per step: K + 2 forward passes; K backward passes to δ only (``torch.autograd.grad``), then one
 backward through the clean and perturbed graphs (≈ 3× standard in passes for K = 1; TAT says "roughly 2×").
+``adv_memory=sequential`` (:mod:`advtune.methods.paired`) gives the same gradient with one graph alive at a
+time: the clean and the perturbed pass each run once more without autograd (the clean one too, because the
+inner steps' graphs come between them), K + 2⅔ passes.
 
 Two variants of the inner maximisation (``adv_variant``):
 
