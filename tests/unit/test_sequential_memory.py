@@ -170,3 +170,30 @@ def test_overhead_cli_refuses_an_unknown_mode():
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ["error: invalid adv_memory 'lazy': choose from joint, sequential"]
+
+
+@pytest.mark.parametrize("name", ["tat", "rose"])
+def test_trainer_gives_the_same_model_in_both_modes(name, tmp_path, tokenizer, toy_dataset):
+    """Through AdversarialTrainer (accelerate's backward, gradient accumulation over 2 micro-batches, AdamW,
+    dropout on), both modes end at the same weights."""
+    from transformers import TrainingArguments
+
+    from advtune.data import collator
+    from advtune.trainer import AdversarialTrainer
+
+    finals = []
+    for mode in ("joint", "sequential"):
+        args = TrainingArguments(
+            output_dir=str(tmp_path / mode), per_device_train_batch_size=8, gradient_accumulation_steps=2,
+            max_steps=3, learning_rate=1e-3, report_to="none", save_strategy="no", seed=0, use_cpu=True,
+            dataloader_pin_memory=False,
+        )  # fmt: skip
+        model = tiny_model(num_labels=2, dropout=0.1, seed=0)
+        method = get_method(name, adv_memory=mode)
+        trainer = AdversarialTrainer(
+            model=model, args=args, method=method, train_dataset=toy_dataset, data_collator=collator(tokenizer)
+        )
+        trainer.train()
+        finals.append({k: v.detach().clone() for k, v in model.named_parameters()})
+    for k, v in finals[0].items():
+        torch.testing.assert_close(finals[1][k], v, rtol=1e-4, atol=1e-6, msg=k)
