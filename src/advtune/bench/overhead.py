@@ -11,6 +11,10 @@ follows it; a forward is about a third of forward + backward). YOPO's partial f0
 complete a full forward and are not counted. ``time_ratio`` should stay close to ``pass_ratio``
 (target: within 1.15x).
 
+**Single-backward methods** (``adv_memory``, :mod:`advtune.methods.paired`): ``--adv-memory joint,sequential``
+(``adv_memory=`` here, ``--set adv_memory=...`` in ``advtune bench --suite overhead``) measures each of them in
+every given mode, one row ``name[mode]`` each, side by side in the same run.
+
 **Time**: median wall time per step (``step_s``, ``time_ratio``) and, beside it, the ratio of median
 process CPU time (``cpu_ratio``, all threads): on a shared machine wall time follows the other
 jobs' load, CPU time much less so; compare the two before trusting either.
