@@ -21,14 +21,19 @@ from ddp_worker import combined_batch, counting_hook  # noqa: E402
 from advtune.methods import Backward, get_method  # noqa: E402
 from advtune.testing import tiny_model  # noqa: E402
 
+_TAT = {"adv_init_scale": 0.0, "adv_step_size": 1e-2, "adv_epsilon": 5e-2, "adv_alpha": 1.0}
+_CAT = {"adv_epsilon": 1e-2, "adv_lambda": 0.3, "adv_proj_dim": 16}
 CASES = {
     # binary labels: TAT's target y_t != y is unique, so no sampling differs between ranks; zero start
-    "tat": ("tat", {"adv_init_scale": 0.0, "adv_step_size": 1e-2, "adv_epsilon": 5e-2, "adv_alpha": 1.0}),
+    "tat": ("tat", _TAT),
     # AT^x with lambda = 0: the FGSM step is per example, nothing couples examples of a batch
     "cat-embeddings": ("cat", {"adv_target": "embeddings", "adv_lambda": 0.0, "adv_epsilon": 1e-2}),
     # the paper's CAT: V's row gradient and the NT-Xent negatives span the combined batch (gathered)
-    "cat": ("cat", {"adv_epsilon": 1e-2, "adv_lambda": 0.3, "adv_proj_dim": 16}),
+    "cat": ("cat", _CAT),
     "cat-l2": ("cat", {"adv_epsilon": 1e-1, "adv_norm": "l2", "adv_lambda": 0.5, "adv_proj_dim": 16}),
+    # adv_memory=sequential: two backwards per step, the first under no_sync (one all-reduce per step)
+    "tat-sequential": ("tat", {**_TAT, "adv_memory": "sequential"}),
+    "cat-sequential": ("cat", {**_CAT, "adv_memory": "sequential"}),
 }
 STEPS = 3
 LR = 0.5

@@ -48,7 +48,7 @@ def _close(got: dict, model: torch.nn.Module) -> bool:
     return all(torch.allclose(got[k], p.detach(), rtol=1e-4, atol=1e-5) for k, p in model.named_parameters())
 
 
-@pytest.mark.parametrize("case", ["tat", "cat-embeddings", "cat", "cat-l2"])
+@pytest.mark.parametrize("case", ["tat", "cat-embeddings", "cat", "cat-l2", "tat-sequential", "cat-sequential"])
 def test_two_processes_equal_one_process_on_the_combined_batch(results, case):
     ddp = torch.load(results / f"{case}.pt")
     torch.manual_seed(0)

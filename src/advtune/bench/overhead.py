@@ -11,6 +11,10 @@ follows it; a forward is about a third of forward + backward). YOPO's partial f0
 complete a full forward and are not counted. ``time_ratio`` should stay close to ``pass_ratio``
 (target: within 1.15x).
 
+**Single-backward methods** (``adv_memory``, :mod:`advtune.methods.paired`): ``--adv-memory joint,sequential``
+(``adv_memory=`` here, ``--set adv_memory=...`` in ``advtune bench --suite overhead``) measures each of them in
+every given mode, one row ``name[mode]`` each, side by side in the same run.
+
 **Time**: median wall time per step (``step_s``, ``time_ratio``) and, beside it, the ratio of median
 process CPU time (``cpu_ratio``, all threads): on a shared machine wall time follows the other
 jobs' load, CPU time much less so; compare the two before trusting either.
@@ -159,6 +163,7 @@ def measure_overhead(
     threads: int | None = None,
     exact_cpu_memory: bool = True,
     peft: str | None = None,
+    adv_memory: str | list[str] | tuple[str, ...] | None = None,
 ) -> list[dict[str, Any]]:
     """Median step time and peak memory of each method relative to ``standard`` (measured first).
 
@@ -176,6 +181,8 @@ def measure_overhead(
             docstring); ``False`` keeps glibc's caching and reports an upper bound.
         peft: train a ``lora`` / ``ia3`` / ``prompt`` / ``prefix`` adapter (default adapter options) in
             every row, ``standard`` included, so the ratios compare methods on the same adapter.
+        adv_memory: ``adv_memory`` modes (a list or ``"joint,sequential"``) to measure for every
+            single-backward method, one row ``name[mode]`` each; ``None``: each method's default only.
 
     Returns:
         One dict per method: ``method``, ``passes`` (full passes per step), ``pass_ratio``,
@@ -194,12 +201,36 @@ def measure_overhead(
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     isolate = (device == "cpu") if isolate is None else isolate
     env = CPU_MALLOC_ENV if exact_cpu_memory and device == "cpu" else {}
-    overrides = method_overrides or {}
     raw = []
-    for name in tqdm(names, desc="overhead", unit="method"):
-        args = (name, model, batch_size, seq_len, warmup, steps, device, overrides.get(name, {}), seed, threads, peft)
-        raw.append(_measure(isolate, env, *args))
+    for label, name, extra in tqdm(_jobs(names, method_overrides or {}, adv_memory), desc="overhead", unit="row"):
+        args = (name, model, batch_size, seq_len, warmup, steps, device, extra, seed, threads, peft)
+        raw.append({**_measure(isolate, env, *args), "method": label})
     return [_relative_row(r, raw[0]) for r in raw]
+
+
+def _jobs(
+    names: list[str], overrides: dict[str, dict[str, Any]], adv_memory: str | list[str] | tuple[str, ...] | None
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """``(row label, method, hyper-parameters)`` per row: a single-backward method gets one row per
+    requested ``adv_memory`` mode, labelled ``name[mode]``, measured one after the other."""
+    from ..errors import UsageError
+    from ..methods import METHODS
+    from ..methods.base import MEMORY_MODES, AdvMemoryConfig
+
+    if adv_memory is None:
+        return [(n, n, overrides.get(n, {})) for n in names]
+    modes = [m.strip() for m in adv_memory.split(",")] if isinstance(adv_memory, str) else list(adv_memory)
+    bad = [m for m in modes if m not in MEMORY_MODES]
+    if bad or not modes:
+        raise UsageError(f"invalid adv_memory {','.join(bad)!r}: choose from {', '.join(MEMORY_MODES)}")
+    jobs = []
+    for n in names:
+        extra = overrides.get(n, {})
+        if issubclass(METHODS[n].config_class, AdvMemoryConfig):
+            jobs += [(f"{n}[{m}]", n, {**extra, "adv_memory": m}) for m in modes]
+        else:
+            jobs.append((n, n, extra))
+    return jobs
 
 
 def _method_names(methods: list[str] | tuple[str, ...]) -> list[str]:
@@ -283,6 +314,12 @@ def main(argv: list[str] | None = None) -> int:
         "--allocator-cache", action="store_true", help="CPU: keep glibc's malloc caching (peak RSS = upper bound)"
     )
     p.add_argument("--peft", default=None, help="train an adapter in every row: lora, ia3, prompt or prefix")
+    p.add_argument(
+        "--adv-memory",
+        default=None,
+        help="single-backward methods: measure these adv_memory modes (joint, sequential or joint,sequential), "
+        "one row name[mode] each (default: each method's default mode)",
+    )
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = p.parse_args(argv)
     from ..methods import METHODS
@@ -291,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = measure_overhead(
         methods, model=args.model, batch_size=args.batch_size, seq_len=args.seq_len, warmup=args.warmup,
         steps=args.steps, device=args.device, isolate=False if args.no_isolate else None, threads=args.threads,
-        exact_cpu_memory=not args.allocator_cache, peft=args.peft,
+        exact_cpu_memory=not args.allocator_cache, peft=args.peft, adv_memory=args.adv_memory,
     )  # fmt: skip
     print(format_table(rows))
     print(
@@ -305,4 +342,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ..errors import UsageError
+
+    try:
+        sys.exit(main())
+    except UsageError as err:  # bad input: one line, exit code 2, no traceback
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

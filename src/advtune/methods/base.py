@@ -3,7 +3,9 @@
 Two seams:
 
 * single-backward methods implement :meth:`Method.compute_loss`; the default :meth:`Method.step`
-  calls it and hands the loss to ``backward``;
+  calls it and hands the loss to ``backward``; those whose loss combines clean and perturbed outputs
+  run the paired frame (:mod:`advtune.methods.paired`), which can backpropagate it one graph at a time
+  (``adv_memory``, :class:`AdvMemoryConfig`);
 * multi-backward methods (FreeLB, FreeAT, ...) override :meth:`Method.step` and call ``backward``
   themselves, once per pass.
 
@@ -97,6 +99,29 @@ class DropoutReplayConfig(MethodConfig):
     (FreeLB section 3.3; FGM, PGD, FreeLB, YOPO, VAT, SMART, TAT, R3F), see :mod:`advtune.dropout_replay`."""
 
     adv_reuse_dropout: bool = cfg_field(False, "reuse the first forward pass's dropout masks in every pass of a step")
+
+
+MEMORY_MODES = ("joint", "sequential")
+"""How a single-backward method backpropagates its loss L(c, a) of clean and perturbed outputs
+(:mod:`advtune.methods.paired`)."""
+
+
+@dataclass
+class AdvMemoryConfig(MethodConfig):
+    """Mixin of the single-backward methods (VAT, SMART, TAT, R3F, R4F, CAT, ROSE, PEAFT), whose loss L(c, a)
+    combines clean outputs c = f(x) and perturbed outputs a = f(x + δ): the same gradient at two memory costs,
+    see :mod:`advtune.methods.paired`."""
+
+    adv_memory: str = cfg_field(
+        "joint",
+        "joint: one backward through the clean and the perturbed graph (both alive, ~1.7x standard's memory); "
+        "sequential: the same gradient one graph at a time (~1.1-1.2x; the perturbed pass once more without "
+        "autograd with the same dropout masks, +15-35% time; docs/benchmarks.md).",
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        self._check(self.adv_memory in MEMORY_MODES, "adv_memory", f"choose from {', '.join(MEMORY_MODES)}")
 
 
 RADIUS_UNITS = ("absolute", "relative")

@@ -12,7 +12,9 @@ Defaults: the paper gives grids, not chosen values (ε ∈ {1e-4, 1e-3, 5e-3, 2e
 
 Cost per step: 2 forward passes and 2 backward passes: the gradient w.r.t. the looked-up
 embeddings is taken with ``torch.autograd.grad(retain_graph=True)`` (no parameter gradients), and
-one backward of the total loss gives every parameter gradient.
+one backward of the total loss gives every parameter gradient. ``adv_memory=sequential``
+(:mod:`advtune.methods.paired`): the same gradient with one graph alive at a time, for one forward of
+x + r without autograd (none when λ = 0: the loss then has no term of both passes).
 
 Deviations / readings of the paper: eqs. 5-6 print ``r = −ε·…``, which would *decrease* the loss;
 we add ``+ε·…`` (the FGSM ascent step Goodfellow et al. describe). Eq. 9 writes
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +44,8 @@ from ..embeddings import embedding_dim, perturb_embedding_rows, perturb_embeddin
 from ..perturbation import masked_norm, normalize
 from ..pooling import sentence_representation
 from ..wrappers import unwrap
-from .base import Method, RadiusConfig, StepOutput, cfg_field, is_regression, model_inputs, task_loss
+from .base import AdvMemoryConfig, RadiusConfig, StepOutput, cfg_field, task_loss
+from .paired import Pair, PairedMethod, PairFrame
 
 HEAD = "advtune_cat_head"
 """Attribute under which :meth:`CAT.setup` attaches the projection head to the model (training only)."""
@@ -74,7 +78,7 @@ def _install_output_capture(model: torch.nn.Module) -> None:
 
 
 @dataclass
-class CATConfig(RadiusConfig):
+class CATConfig(AdvMemoryConfig, RadiusConfig):
     """Hyper-parameters of CAT (grids: Training Details; max-norm default: Method section and Table 10).
 
     adv_epsilon (`float`, *optional*, defaults to `1e-3`): ε, size of the perturbation of V.
@@ -102,7 +106,7 @@ class CATConfig(RadiusConfig):
         self._check(self.adv_proj_dim >= 1, "adv_proj_dim", "must be >= 1")
 
 
-class CAT(Method):
+class CAT(PairedMethod):
     name = "cat"
     config_class = CATConfig
     paper = {"title": "Improved Text Classification via Contrastive Adversarial Training", "arxiv": "2107.10137"}
@@ -144,48 +148,87 @@ class CAT(Method):
         norm: str,
     ) -> tuple[contextlib.AbstractContextManager, float]:
         """A context manager under which the model sees the adversarial input (eqs. 5-6, ascent sign).
+        :meth:`perturbation_factory` gives a function that makes one per forward (sequential steps run two).
 
         ``grad`` is ∂CE/∂E of the clean loss w.r.t. the looked-up embeddings ``E = V[input_ids]``.
         AT^V: r is one matrix for the whole batch (‖r‖∞ = ε, or ‖r‖_F = ε over the rows present);
         AT^x: one δ per example (sign, or ε·g/‖g‖_F per example, as Miyato et al.).
         Returns ``(context, norm of r)``.
         """
+        factory, size = self.perturbation_factory(model, input_ids, grad, mask, norm)
+        return factory(), size
+
+    def perturbation_factory(
+        self,
+        model: torch.nn.Module,
+        input_ids: torch.Tensor,
+        grad: torch.Tensor,
+        mask: torch.Tensor | None,
+        norm: str,
+    ) -> tuple[Callable[[], contextlib.AbstractContextManager], float]:
+        """:meth:`perturbation` as ``(context factory, norm of r)``: r is computed (and under DDP summed) once."""
         eps = self.config.adv_epsilon
         g = grad.detach().float() * (mask.unsqueeze(-1).float() if mask is not None else 1.0)
         if self.config.adv_target == "embeddings":
             delta = eps * normalize(g, mask, norm)
-            return perturb_embeddings(model, delta), float(masked_norm(delta, mask, norm).max())
+            return (lambda: perturb_embeddings(model, delta)), float(masked_norm(delta, mask, norm).max())
         token_ids, rows = row_gradients(g, input_ids)
         if world_size() > 1:  # ∇_V of the combined batch's mean loss: shard sums weighted by shard size
             token_ids, rows = sum_rows(token_ids, rows * input_ids.shape[0])
         r = eps * normalize(rows.unsqueeze(0), None, norm)[0]
-        return perturb_embedding_rows(model, token_ids, r), float(masked_norm(r.unsqueeze(0), None, norm)[0])
+        size = float(masked_norm(r.unsqueeze(0), None, norm)[0])
+        return (lambda: perturb_embedding_rows(model, token_ids, r)), size
 
-    def compute_loss(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> StepOutput:
-        cfg, regression, labels = self.config, is_regression(model), inputs["labels"]
-        ids, mask = inputs["input_ids"], inputs.get("attention_mask")
-        # clean pass; a zero δ that requires grad exposes ∂CE/∂E without a dense ∂CE/∂V
-        probe = torch.zeros(*ids.shape, embedding_dim(model), device=ids.device, requires_grad=True)
-        with perturb_embeddings(model, probe):
-            clean = model(**model_inputs(inputs), output_hidden_states=cfg.adv_lambda > 0)
-        ce_clean = task_loss(clean.logits, labels, regression)
-        (grad,) = torch.autograd.grad(ce_clean, probe, retain_graph=True)
-        context, size = self.perturbation(model, ids, grad, mask, self.norm())
-        with context:
-            adv = model(**model_inputs(inputs), output_hidden_states=cfg.adv_lambda > 0)
-        ce_adv = task_loss(adv.logits, labels, regression)
-        loss = (1 - cfg.adv_lambda) / 2 * (ce_clean + ce_adv)
-        metrics = {"adv/clean_loss": ce_clean.item(), "adv/loss": ce_adv.item(), "adv/delta_norm": size}
-        if cfg.adv_lambda > 0:
-            head = getattr(unwrap(model), HEAD, None)
-            if head is None:
-                raise RuntimeError("CAT's projection head is missing: call method.setup(model) before training")
-            # final hidden state of the token the classifier pools: [CLS] / <s> for encoders (eqs. 7-8)
-            z_clean = head(sentence_representation(model, clean.hidden_states[-1], mask))
-            z_adv = head(sentence_representation(model, adv.hidden_states[-1], mask))
+    # ------------------------------------------------------------------ the paired frame (methods/paired.py)
+    def coupled(self) -> bool:
+        return self.config.adv_lambda > 0  # λ = 0: (CE(V) + CE(V + r)) / 2 has no term of both passes
+
+    def begin(self, frame: PairFrame) -> None:
+        if self.config.adv_lambda > 0 and getattr(unwrap(frame.model), HEAD, None) is None:
+            raise RuntimeError("CAT's projection head is missing: call method.setup(model) before training")
+
+    def _outputs(self, frame: PairFrame) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(logits, z): z = the projection of the final state of the token the classifier pools (eqs. 7-8)."""
+        contrast = self.config.adv_lambda > 0
+        out = frame.model(**frame.batch, output_hidden_states=contrast)
+        if not contrast:
+            return out.logits, None
+        head, mask = getattr(unwrap(frame.model), HEAD), frame.batch.get("attention_mask")
+        return out.logits, head(sentence_representation(frame.model, out.hidden_states[-1], mask))
+
+    def clean_pass(self, frame: PairFrame) -> tuple[torch.Tensor, torch.Tensor | None]:
+        # a zero δ that requires grad exposes ∂CE/∂E without a dense ∂CE/∂V
+        ids = frame.inputs["input_ids"]
+        probe = frame.state["probe"] = torch.zeros(*ids.shape, embedding_dim(frame.model), device=ids.device)
+        probe.requires_grad_(torch.is_grad_enabled())
+        with perturb_embeddings(frame.model, probe):
+            return self._outputs(frame)
+
+    def prepare(self, frame: PairFrame, clean: tuple[torch.Tensor, torch.Tensor | None]) -> None:
+        ce_clean = task_loss(clean[0], frame.labels, frame.regression)
+        (grad,) = torch.autograd.grad(ce_clean, frame.state["probe"], retain_graph=True)
+        ids, mask = frame.inputs["input_ids"], frame.inputs.get("attention_mask")
+        context, size = self.perturbation_factory(frame.model, ids, grad, mask, self.norm())
+        frame.state.update(context=context, size=size)
+
+    def perturbed_pass(self, frame: PairFrame) -> tuple[torch.Tensor, torch.Tensor | None]:
+        with frame.state["context"]():
+            return self._outputs(frame)
+
+    def pair_loss(self, frame: PairFrame, clean, adv) -> StepOutput:
+        """(1 − λ)/2 · (CE(V) + CE(V + r)) + λ · NT-Xent (eq. 10); a side is None in an uncoupled part."""
+        lam, metrics, terms = self.config.adv_lambda, {}, []
+        for side, key in ((clean, "adv/clean_loss"), (adv, "adv/loss")):
+            if side is not None:
+                ce = task_loss(side[0], frame.labels, frame.regression)
+                metrics[key] = ce.item()
+                terms.append((1 - lam) / 2 * ce)
+        if lam > 0:
             # under DDP the negatives are the whole combined batch (SimCLR's cross-device gather)
-            z_clean, z_adv = all_gather_with_grad(z_clean), all_gather_with_grad(z_adv)
-            ctr = nt_xent(z_clean, z_adv, cfg.adv_temperature)
-            loss = loss + cfg.adv_lambda * ctr
+            ctr = nt_xent(all_gather_with_grad(clean[1]), all_gather_with_grad(adv[1]), self.config.adv_temperature)
+            terms.append(lam * ctr)
             metrics["adv/ctr_loss"] = ctr.item()
-        return StepOutput(loss, metrics)
+        return StepOutput(sum(terms[1:], terms[0]), metrics)
+
+    def finish(self, frame: PairFrame, pair: Pair) -> StepOutput:
+        return StepOutput(pair.out.loss, {**pair.out.metrics, "adv/delta_norm": frame.state["size"]})

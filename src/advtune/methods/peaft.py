@@ -28,6 +28,8 @@ Choices where the paper is silent (documented in docs/methods/peaft.md):
   with ``"first"`` its frozen states barely vary between sentences there and PEAFT stayed at chance
   on SST-2 (docs/methods/peaft.md); the CPU suites use ``"mean"``.
 Cost per step: 1 clean + K inner + 1 adversarial forward, K inner (δ/prompt only) + 1 full backward.
+``adv_memory=sequential`` backpropagates L_bgn and λ·L_adv one after the other (one graph alive at a time)
+at no extra pass: the loss has no term of both passes (:mod:`advtune.methods.paired`).
 """
 
 from __future__ import annotations
@@ -42,7 +44,15 @@ import torch
 from ..embeddings import input_embedding_module, word_embeddings
 from ..errors import UsageError
 from ..perturbation import ascent_step, init_delta, masked_norm, project
-from .base import Backward, Method, RadiusConfig, StepOutput, cfg_field, is_regression, model_inputs, task_loss
+from .base import (
+    AdvMemoryConfig,
+    RadiusConfig,
+    StepOutput,
+    cfg_field,
+    model_inputs,
+    task_loss,
+)
+from .paired import Pair, PairedMethod, PairFrame
 
 POOLINGS = ("first", "mean")
 _POOL_HANDLES = "_advtune_pool_hooks"
@@ -102,7 +112,7 @@ def pool_skipping(model: torch.nn.Module, extra: int) -> Iterator[None]:
 
 
 @dataclass
-class PEAFTConfig(RadiusConfig):
+class PEAFTConfig(AdvMemoryConfig, RadiusConfig):
     adv_num_virtual_tokens: int = cfg_field(20, "k: defense soft-prompt tokens (trained, kept for inference).")
     adv_attack_tokens: int = cfg_field(5, "k_a: attack soft-prompt tokens (inner maximisation only; 0 = none).")
     adv_steps: int = cfg_field(3, "K: sign-gradient ascent steps of the inner maximisation.")
@@ -112,6 +122,11 @@ class PEAFTConfig(RadiusConfig):
     adv_lambda: float = cfg_field(1.0, "λ of L_total = L_bgn + λ·L_adv (0 = plain prompt tuning).")
     adv_prompt_epsilon: float = cfg_field(0.05, "L∞ radius of the attack prompt around its initialisation.")
     adv_train_pooler: bool = cfg_field(True, "Also train the model's `pooler` (BERT-style heads) with the classifier.")
+    adv_memory: str = cfg_field(
+        "sequential",
+        "sequential (default here: free, the loss has no term of both passes): backpropagate L_bgn, then "
+        "lambda*L_adv, one graph at a time (0.84x standard's memory against 1.46x); joint: one backward of both.",
+    )
     adv_pooling: str = cfg_field(
         "first",
         "What the head reads: first (the first position = first virtual token, peft's default) or mean "
@@ -131,7 +146,7 @@ class PEAFTConfig(RadiusConfig):
         self._check(self.adv_pooling in POOLINGS, "adv_pooling", f"choose from {', '.join(POOLINGS)}")
 
 
-class PEAFT(Method):
+class PEAFT(PairedMethod):
     name = "peaft"
     config_class = PEAFTConfig
     paper = {"title": "Robust Tuning of Pre-trained Language Models: a Parameter-efficient Approach", "arxiv": ""}
@@ -176,12 +191,17 @@ class PEAFT(Method):
         with pool_skipping(model, 0 if prompt is None else prompt.shape[0]):
             return model(inputs_embeds=embeds, **kwargs).logits
 
-    def step(self, model, inputs, backward) -> StepOutput:
-        c, backward = self.config, Backward.of(backward)
-        regression, labels = is_regression(model), inputs["labels"]
-        mask = inputs["attention_mask"]
+    # ------------------------------------------------------------------ the paired frame (methods/paired.py)
+    def coupled(self) -> bool:
+        return False  # L_bgn(clean) + λ·L_adv(adversarial): no term of both passes
+
+    def begin(self, frame: PairFrame) -> None:
+        """The inner maximisation (K steps on δ and the attack prompt), before the clean pass so that no
+        graph of it is alive meanwhile."""
+        c, backward, inputs = self.config, frame.backward, frame.inputs
+        labels, mask = frame.labels, inputs["attention_mask"]
         step_size = c.adv_step_size if c.adv_step_size is not None else 2 * c.adv_epsilon
-        ref = word_embeddings(model, inputs["input_ids"])
+        ref = word_embeddings(frame.model, inputs["input_ids"])
         delta = init_delta(ref, mask, "uniform", c.adv_init_scale, "l2")
         prompt = None if self.attack_prompt is None else self.attack_prompt.to(ref.device).clone()
         adv_losses = []
@@ -189,7 +209,7 @@ class PEAFT(Method):
             for _ in range(c.adv_steps):
                 delta.requires_grad_()
                 leaves = [delta] + ([prompt.requires_grad_()] if prompt is not None else [])
-                loss = task_loss(self._adv_forward(model, inputs, delta, prompt), labels, regression)
+                loss = task_loss(self._adv_forward(frame.model, inputs, delta, prompt), labels, frame.regression)
                 grads = torch.autograd.grad(loss, leaves)
                 adv_losses.append(loss.item())
                 delta = ascent_step(delta, grads[0], mask, step_size, c.adv_epsilon, "linf")
@@ -197,17 +217,34 @@ class PEAFT(Method):
                     prompt = self._prompt_step(prompt, grads[1], step_size)
         if prompt is not None:
             self.attack_prompt = prompt.detach().to(self.attack_prompt.device)
-        clean = task_loss(model(**model_inputs(inputs)).logits, labels, regression)
-        adv = task_loss(self._adv_forward(model, inputs, delta, prompt), labels, regression)
-        total = clean + c.adv_lambda * adv
-        backward(total)
+        frame.state.update(delta=delta.detach(), prompt=prompt, adv_losses=adv_losses)
+
+    def clean_pass(self, frame: PairFrame) -> torch.Tensor:
+        return frame.model(**frame.batch).logits
+
+    def perturbed_pass(self, frame: PairFrame) -> torch.Tensor:
+        return self._adv_forward(frame.model, frame.inputs, frame.state["delta"], frame.state["prompt"])
+
+    def pair_loss(self, frame: PairFrame, clean: torch.Tensor | None, adv: torch.Tensor | None) -> StepOutput:
+        """``L_bgn + λ·L_adv``; a side is None in a part of the sequential step."""
+        terms, metrics = [], {}
+        if clean is not None:
+            terms.append(task_loss(clean, frame.labels, frame.regression))
+            metrics["adv/clean_loss"] = terms[-1].item()
+        if adv is not None:
+            adv_loss = task_loss(adv, frame.labels, frame.regression)
+            terms.append(self.config.adv_lambda * adv_loss)
+            metrics["adv/loss"] = adv_loss.item()
+        return StepOutput(sum(terms[1:], terms[0]), metrics)
+
+    def finish(self, frame: PairFrame, pair: Pair) -> StepOutput:
+        st = frame.state
         metrics = {
-            "adv/clean_loss": clean.item(),
-            "adv/loss": adv.item(),
-            "adv/inner_loss_first": adv_losses[0],
-            "adv/delta_norm": masked_norm(delta, mask, "linf").mean().item(),
+            **pair.out.metrics,
+            "adv/inner_loss_first": st["adv_losses"][0],
+            "adv/delta_norm": masked_norm(st["delta"], frame.inputs["attention_mask"], "linf").mean().item(),
         }
-        return StepOutput(total.detach(), metrics)
+        return StepOutput(pair.out.loss, metrics)
 
     @torch.no_grad()
     def _prompt_step(self, prompt: torch.Tensor, grad: torch.Tensor, step_size: float) -> torch.Tensor:

@@ -13,6 +13,8 @@ and the two passes draw their own dropout masks, as the authors' fairseq code do
 error between the two outputs in place of KL_S (a departure: the paper only treats classification).
 λ = 0 skips the noised pass: exactly standard fine-tuning. Cost: 2 forward + 1 backward through both,
 plus one no-grad forward every ``adv_diagnostics_every`` steps for ``diag/*`` (what z alone does).
+``adv_memory=sequential``: the same gradient with one graph alive at a time, for one more forward of x + z
+without autograd (:mod:`advtune.methods.paired`; R4F's spectral-norm vectors are restored for its replay).
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ import torch
 from ..dropout_replay import dropout_rng, maybe_replay
 from ..embeddings import forward_with_delta
 from ..perturbation import init_delta
-from .base import Method, StepOutput, cfg_field, is_regression, model_inputs, symmetric_kl, task_loss
+from .base import Backward, Method, StepOutput, cfg_field, is_regression, model_inputs, symmetric_kl, task_loss
 from .embedding_space import delta_frame
+from .paired import Pair, PairedMethod, PairFrame
 from .smoothness import Diagnostics, SmoothnessConfig, output_shift
 
 NOISES = ("normal", "uniform")
@@ -46,7 +49,7 @@ class R3FConfig(SmoothnessConfig):
         self._check(self.adv_noise in NOISES, "adv_noise", f"choose from {', '.join(NOISES)}")
 
 
-class R3F(Method):
+class R3F(PairedMethod):
     name = "r3f"
     config_class = R3FConfig
     paper = {"title": "Better Fine-Tuning by Reducing Representational Collapse", "arxiv": "2008.03156"}
@@ -60,25 +63,45 @@ class R3F(Method):
         like, mask = delta_frame(model, inputs)
         return init_delta(like, mask, self.config.adv_noise, self.config.adv_init_scale, "linf")
 
+    def step(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor], backward: Backward) -> StepOutput:
+        if self.config.adv_alpha == 0:  # λ = 0: no noised pass, exactly standard fine-tuning
+            return Method.step(self, model, inputs, backward)
+        return super().step(model, inputs, backward)
+
     def compute_loss(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> StepOutput:
-        cfg, regression, batch = self.config, is_regression(model), model_inputs(inputs)
-        if cfg.adv_alpha == 0:
-            return StepOutput(task_loss(model(**batch).logits, inputs["labels"], regression), {})
-        z = self.noise(model, inputs)
-        rng = dropout_rng(cfg.adv_reuse_dropout, model, z.device)  # after z's draw, as FreeLB
-        masks = self.diagnostics.start(cfg.adv_diagnostics_every, z.device)
-        with maybe_replay(rng):
-            clean = model(**batch).logits
-        loss = task_loss(clean, inputs["labels"], regression)
-        with maybe_replay(rng):
-            noised = forward_with_delta(model, batch, z).logits
-        sym_kl = symmetric_kl(clean, noised, regression)
+        if self.config.adv_alpha == 0:
+            logits = model(**model_inputs(inputs)).logits
+            return StepOutput(task_loss(logits, inputs["labels"], is_regression(model)), {})
+        return super().compute_loss(model, inputs)
+
+    # ------------------------------------------------------------------ the paired frame (methods/paired.py)
+    def begin(self, frame: PairFrame) -> None:
+        z = frame.state["z"] = self.noise(frame.model, frame.inputs)
+        frame.state["rng"] = dropout_rng(self.config.adv_reuse_dropout, frame.model, z.device)  # after z, as FreeLB
+        frame.state["masks"] = self.diagnostics.start(self.config.adv_diagnostics_every, z.device)
+
+    def clean_pass(self, frame: PairFrame) -> torch.Tensor:
+        with maybe_replay(frame.state["rng"]):
+            return frame.model(**frame.batch).logits
+
+    def perturbed_pass(self, frame: PairFrame) -> torch.Tensor:
+        with maybe_replay(frame.state["rng"]):
+            return forward_with_delta(frame.model, frame.batch, frame.state["z"]).logits
+
+    def pair_loss(self, frame: PairFrame, clean: torch.Tensor, adv: torch.Tensor) -> StepOutput:
+        loss = task_loss(clean, frame.labels, frame.regression)
+        sym_kl = symmetric_kl(clean, adv, frame.regression)
         metrics = {"r3f/sym_kl": float(sym_kl.detach()), "adv/clean_loss": float(loss.detach())}
+        return StepOutput(loss + self.config.adv_alpha * sym_kl, metrics)
+
+    def finish(self, frame: PairFrame, pair: Pair) -> StepOutput:
+        masks, metrics = frame.state["masks"], dict(pair.out.metrics)
         if masks is not None:  # z alone, with the clean pass's dropout masks (smoothness.Diagnostics)
             with Diagnostics.masks(masks):
                 masks.restore()
-                metrics.update(output_shift(clean, forward_with_delta(model, batch, z).logits, regression))
-        return StepOutput(loss + cfg.adv_alpha * sym_kl, metrics)
+                shifted = forward_with_delta(frame.model, frame.batch, frame.state["z"]).logits
+            metrics.update(output_shift(pair.clean, shifted, frame.regression))
+        return StepOutput(pair.out.loss, metrics)
 
 
 __all__ = ["R3F", "R3FConfig"]

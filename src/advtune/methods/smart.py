@@ -32,7 +32,7 @@ from torch.func import functional_call
 
 from ..wrappers import unwrap
 from .base import cfg_field, symmetric_kl
-from .vat import VAT, VATConfig
+from .vat import VAT, CleanTerm, VATConfig
 
 
 @dataclass
@@ -74,9 +74,10 @@ class SMART(VAT):
                 t.mul_(beta).add_(p.to(t.dtype), alpha=1 - beta)
         return self.teacher
 
-    def extra_loss(
-        self, model: torch.nn.Module, inputs: dict[str, Any], clean_logits: torch.Tensor, regression: bool
-    ) -> tuple[torch.Tensor | None, dict[str, float]]:
+    def clean_terms(
+        self, model: torch.nn.Module, inputs: dict[str, Any], regression: bool
+    ) -> tuple[CleanTerm | None, dict[str, float]]:
+        """μ · ℓs(f(x; θ), f(x; θ̃)): the EMA update and the teacher's forward run here, once per step."""
         mu = self.config.adv_bregman_mu
         if mu == 0:
             return None, {}
@@ -84,8 +85,12 @@ class SMART(VAT):
         inner = unwrap(model)
         with torch.no_grad():
             teacher_logits = functional_call(inner, teacher, args=(), kwargs=dict(inputs), strict=False).logits
-        breg = symmetric_kl(clean_logits, teacher_logits, regression)
-        return mu * breg, {"adv/bregman": float(breg.detach())}
+
+        def bregman(clean_logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+            breg = symmetric_kl(clean_logits, teacher_logits, regression)
+            return mu * breg, {"adv/bregman": float(breg.detach())}
+
+        return bregman, {}
 
     def state_dict(self) -> dict[str, Any]:
         return {"teacher": {n: t.detach().cpu() for n, t in self.teacher.items()}} if self.teacher else {}

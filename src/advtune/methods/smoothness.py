@@ -21,11 +21,11 @@ from dataclasses import dataclass
 import torch
 
 from ..dropout_replay import RNGState
-from .base import DropoutReplayConfig, RadiusConfig, cfg_field, symmetric_kl
+from .base import AdvMemoryConfig, DropoutReplayConfig, RadiusConfig, cfg_field, symmetric_kl
 
 
 @dataclass
-class SmoothnessConfig(DropoutReplayConfig, RadiusConfig):
+class SmoothnessConfig(DropoutReplayConfig, AdvMemoryConfig, RadiusConfig):
     """Fields of the smoothness family (defaults: SMART section 5, also R3F's σ and λ = 1).
 
     adv_init_scale (`float`, *optional*, defaults to `1e-5`): σ, scale of the random perturbation.

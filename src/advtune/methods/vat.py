@@ -12,6 +12,9 @@ L∞ steps from δ ~ N(0, σ²) on ℓs(f(x+δ), f(x).detach()), projected to ε
 
 Cost per step: K + 2 forward passes; K backward passes to δ only (``torch.autograd.grad``), then one
 backward through the clean and perturbed graphs (≈ 3× standard in passes for K = 1; TAT says "roughly 2×").
+``adv_memory=sequential`` (:mod:`advtune.methods.paired`) gives the same gradient with one graph alive at a
+time: the clean and the perturbed pass each run once more without autograd (the clean one too, because the
+inner steps' graphs come between them), K + 2⅔ passes.
 
 Two variants of the inner maximisation (``adv_variant``):
 
@@ -47,10 +50,12 @@ import torch
 from ..dropout_replay import RNGState, dropout_rng, maybe_replay
 from ..embeddings import embedding_output_dim, forward_with_delta, word_embeddings
 from ..perturbation import NORMS, ascent_step, gradient_share, init_delta, masked_norm, project, unit_linf_step
-from .base import Backward, Method, StepOutput, cfg_field, is_regression, model_inputs, symmetric_kl, task_loss
+from .base import StepOutput, cfg_field, symmetric_kl, task_loss
+from .paired import Pair, PairedMethod, PairFrame
 from .smoothness import Diagnostics, SmoothnessConfig, output_shift
 
 Objective = Callable[[torch.Tensor], torch.Tensor]
+CleanTerm = Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
 NoSync = Callable[[], contextlib.AbstractContextManager]
 VARIANTS = ("paper", "mtdnn")
 
@@ -84,12 +89,13 @@ class VATConfig(SmoothnessConfig):
         self._check(self.adv_variant in VARIANTS, "adv_variant", f"choose from {', '.join(VARIANTS)}")
 
 
-class VAT(Method):
+class VAT(PairedMethod):
     """``L(f(x), y) + α · ℓs(f(x), f(x + δ*))``; subclasses change the inner objective (TAT) or add terms (SMART)."""
 
     name = "vat"
     config_class = VATConfig
     paper = {"title": "SMART: Robust and Efficient Fine-Tuning for Pre-trained NLP Models", "arxiv": "1911.03437"}
+    recompute_clean = True  # the inner steps run graphs of their own (methods/paired.py)
     descend = False  # the inner steps ascend their objective; TAT descends toward a target label
     last_gradient_share = 0.0  # mtdnn variant: the gradient's share of the last unit-L∞ step (logged)
 
@@ -105,10 +111,11 @@ class VAT(Method):
         target = clean_logits.detach()
         return (lambda adv_logits: symmetric_kl(adv_logits, target, regression)), {}
 
-    def extra_loss(
-        self, model: torch.nn.Module, inputs: dict[str, Any], clean_logits: torch.Tensor, regression: bool
-    ) -> tuple[torch.Tensor | None, dict[str, float]]:
-        """Additional terms of the outer loss (SMART's Bregman proximal term); none for VAT."""
+    def clean_terms(
+        self, model: torch.nn.Module, inputs: dict[str, Any], regression: bool
+    ) -> tuple[CleanTerm | None, dict[str, float]]:
+        """Additional terms of the outer loss that depend on f(x) only (SMART's Bregman proximal term), as a
+        function of the clean logits; built once per step, before the perturbed pass. None for VAT."""
         return None, {}
 
     @property
@@ -154,49 +161,52 @@ class VAT(Method):
                 delta = ascent_step(delta, grad, mask, cfg.adv_step_size, cfg.adv_epsilon, cfg.adv_norm, self.descend)
         return delta
 
-    def step(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor], backward: Backward) -> StepOutput:
-        """The single-backward step, with the inner steps under ``backward.no_sync()``."""
-        backward = Backward.of(backward)
-        out = self.compute_loss(model, inputs, no_sync=backward.no_sync)
-        backward(out.loss)
-        return StepOutput(out.loss.detach(), out.metrics)
+    # ------------------------------------------------------------------ the paired frame (methods/paired.py)
+    def begin(self, frame: PairFrame) -> None:
+        device = frame.inputs["input_ids"].device
+        frame.state["rng"] = dropout_rng(self.config.adv_reuse_dropout, frame.model, device)
+        frame.state["masks"] = self.diagnostics.start(self.config.adv_diagnostics_every, device)
 
-    def compute_loss(
-        self, model: torch.nn.Module, inputs: dict[str, torch.Tensor], no_sync: NoSync = contextlib.nullcontext
-    ) -> StepOutput:
-        cfg = self.config
-        regression = is_regression(model)
-        batch = model_inputs(inputs)
-        rng = dropout_rng(cfg.adv_reuse_dropout, model, inputs["input_ids"].device)
-        masks = self.diagnostics.start(cfg.adv_diagnostics_every, inputs["input_ids"].device)
-        with maybe_replay(rng):
-            clean = model(**batch).logits
-        clean_loss = task_loss(clean, inputs["labels"], regression)
-        objective, metrics = self.inner_objective(clean, inputs, regression)
-        delta = self.perturbation(model, batch, objective, rng, no_sync)
-        with maybe_replay(rng):
-            adv = forward_with_delta(model, batch, delta, self.site).logits
-        smooth = symmetric_kl(clean, adv, regression)
-        loss = clean_loss + cfg.adv_alpha * smooth
-        extra, extra_metrics = self.extra_loss(model, batch, clean, regression)
+    def clean_pass(self, frame: PairFrame) -> torch.Tensor:
+        with maybe_replay(frame.state["rng"]):
+            return frame.model(**frame.batch).logits
+
+    def prepare(self, frame: PairFrame, clean: torch.Tensor) -> None:
+        """δ from the inner steps on ``clean``'s value, and the extra clean-side terms (SMART's teacher)."""
+        objective, metrics = self.inner_objective(clean, frame.inputs, frame.regression)
+        st = frame.state
+        st["delta"] = self.perturbation(frame.model, frame.batch, objective, st["rng"], frame.backward.no_sync)
+        st["extra"], extra_metrics = self.clean_terms(frame.model, frame.batch, frame.regression)
+        st["metrics"] = {**metrics, **extra_metrics}
+
+    def perturbed_pass(self, frame: PairFrame) -> torch.Tensor:
+        with maybe_replay(frame.state["rng"]):
+            return forward_with_delta(frame.model, frame.batch, frame.state["delta"], self.site).logits
+
+    def pair_loss(self, frame: PairFrame, clean: torch.Tensor, adv: torch.Tensor) -> StepOutput:
+        """``L(f(x), y) + α · ℓs(f(x), f(x + δ))`` plus :meth:`clean_terms` of f(x)."""
+        clean_loss = task_loss(clean, frame.labels, frame.regression)
+        smooth = symmetric_kl(clean, adv, frame.regression)
+        loss = clean_loss + self.config.adv_alpha * smooth
+        metrics = {"adv/clean_loss": float(clean_loss.detach()), "adv/smoothness": float(smooth.detach())}
+        extra = frame.state["extra"]
         if extra is not None:
-            loss = loss + extra
-        mask = batch.get("attention_mask")
-        metrics.update(extra_metrics)
+            term, extra_metrics = extra(clean)
+            loss = loss + term
+            metrics.update(extra_metrics)
+        return StepOutput(loss, metrics)
+
+    def finish(self, frame: PairFrame, pair: Pair) -> StepOutput:
+        cfg, st = self.config, frame.state
+        metrics = {**st["metrics"], **pair.out.metrics}
         if self.site == "output" and cfg.adv_steps:
             metrics["adv/grad_share"] = self.last_gradient_share  # ~0: δ is its random start (docs/methods/vat.md)
-        metrics.update(
-            {
-                "adv/clean_loss": float(clean_loss.detach()),
-                "adv/smoothness": float(smooth.detach()),
-                "adv/delta_norm": float(
-                    masked_norm(delta, mask, "linf" if self.site == "output" else cfg.adv_norm).mean()
-                ),
-            }
-        )
-        if masks is not None:
-            metrics.update(self.diagnose(model, batch, clean, delta, masks, regression))
-        return StepOutput(loss, metrics)
+        norm = "linf" if self.site == "output" else cfg.adv_norm
+        metrics["adv/delta_norm"] = float(masked_norm(st["delta"], frame.batch.get("attention_mask"), norm).mean())
+        if st["masks"] is not None:
+            diag = self.diagnose(frame.model, frame.batch, pair.clean, st["delta"], st["masks"], frame.regression)
+            metrics.update(diag)
+        return StepOutput(pair.out.loss, metrics)
 
     # ------------------------------------------------------------------ diagnostics (diag/*)
     def replayed(self, model: torch.nn.Module, batch: dict[str, Any], delta: torch.Tensor, masks: RNGState):
