@@ -173,13 +173,15 @@ def textattack_fooler(textattack: Any, victim: Victim, table: Any, encoder: Sent
     return Equivalent()
 
 
-def make_attack(kind: str, loaded: Any, table: Any, budget: Any, textattack: Any, batch_size: int) -> Any:
+def make_attack(
+    kind: str, loaded: Any, table: Any, budget: Any, textattack: Any, batch_size: int, width: int = 16
+) -> Any:
     """A fresh attack (fresh victim, encoder and caches): ``textattack`` or an advtune candidate order."""
     if kind == "textattack":
         victim = Victim(loaded.model, loaded.tokenizer, loaded.max_length, batch_size, cache=False)
         return textattack_fooler(textattack, victim, table, SentenceEncoder("minilm", batch_size), budget)
     victim = Victim(loaded.model, loaded.tokenizer, loaded.max_length, batch_size)
-    kwargs = {} if kind == ADVTUNE_DEFAULT else {"order": kind}
+    kwargs = {} if kind == ADVTUNE_DEFAULT else {"order": kind, "width": width}
     return TextFooler(victim, table, SentenceEncoder("minilm", batch_size), budget, **kwargs)
 
 
@@ -189,7 +191,10 @@ def timed_run(fooler: Any, examples: list[tuple[int, str, int]]) -> dict[str, An
     fooler.victim.queries = fooler.victim.forwards = 0
     rows0, load0 = getattr(encoder, "rows", 0), os.getloadavg()[0]
     cpu, wall = time.process_time(), time.perf_counter()
-    results = [fooler.attack(idx, text, label) for idx, text, label in examples]
+    if hasattr(fooler, "attack_many"):  # advtune interleaves examples (the TextAttack bridge runs one at a time)
+        results = list(fooler.attack_many((idx, text, label, None) for idx, text, label in examples))
+    else:
+        results = [fooler.attack(idx, text, label) for idx, text, label in examples]
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     encoder_rows = getattr(encoder, "rows", 0) - rows0
     violations = recheck(results, fooler, [None] * len(results), attack_b=True)
@@ -237,6 +242,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-textattack", action="store_true", help="time advtune only")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--width", type=int, default=16, help="examples advtune attacks side by side")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default=None, help="write every run's numbers to this JSON file")
     return p.parse_args(argv)
@@ -255,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     for round_ in range(args.pairs):
         for kind in kinds if round_ % 2 == 0 else kinds[::-1]:
-            out = timed_run(make_attack(kind, loaded, table, budget, textattack, args.batch_size), examples)
+            attack = make_attack(kind, loaded, table, budget, textattack, args.batch_size, args.width)
+            out = timed_run(attack, examples)
             runs.append({"round": round_, "kind": kind, **out})
             shown = {k: v for k, v in out.items() if k not in ("perturbed", "violations")}
             print(json.dumps({"round": round_, "kind": kind, **shown}), flush=True)

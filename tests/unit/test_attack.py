@@ -292,3 +292,23 @@ def test_recheck_queries_afresh_and_unknown_order_is_refused():
     assert fooler.victim.queries == 0 and ("ok movie", None) in fooler.victim.cache
     with pytest.raises(UsageError, match="unknown candidate order 'fast' \\(choose from: victim-first, constraint"):
         TextFooler(fooler.victim, SynonymTable(), _sim_by_hash, BUDGET, order="fast")
+
+
+def test_interleaved_examples_share_forwards_with_the_same_results():
+    victim = Victim(_random_bow(), tiny_tokenizer(), max_length=64, cache=False)
+    labels = [int(y) for y in victim.probs(SENTENCES).argmax(-1)]
+    items = [(i, text, y, None) for i, (text, y) in enumerate(zip(SENTENCES, labels))]
+    outcomes = {}
+    for width in (1, 4):
+        fooler = TextFooler(Victim(_random_bow(), tiny_tokenizer(), max_length=64), SynonymTable(PAIRS), _sim_by_hash,
+                            BUDGET, width=width)  # fmt: skip
+        results = list(fooler.attack_many(items))
+        assert [r.idx for r in results] == list(range(len(SENTENCES)))  # input order
+        outcomes[width] = [(r.status, r.perturbed, r.queries, r.similarity_queries) for r in results]
+        outcomes[width, "forwards"] = fooler.victim.forwards
+        outcomes[width, "rows"] = fooler.victim.queries
+    assert outcomes[4] == outcomes[1]  # per-example results and charges do not depend on the neighbours
+    assert outcomes[4, "rows"] == outcomes[1, "rows"] == sum(q for _, _, q, _ in outcomes[1])
+    assert outcomes[4, "forwards"] < outcomes[1, "forwards"]
+    one = TextFooler(Victim(_random_bow(), tiny_tokenizer(), max_length=64), SynonymTable(PAIRS), _sim_by_hash, BUDGET)
+    assert (one.attack(*items[1][:3]).status, one.attack(*items[1][:3]).perturbed) == outcomes[1][1][:2]
