@@ -48,6 +48,7 @@ from advtune.attacks.substitution import (
 )
 from advtune.attacks.synonyms import STOP_WORDS, is_stop_word, load_candidates
 
+TEXTATTACK = ("textattack", "textattack-unbatched")  # similarity checked in batches / one text at a time
 ADVTUNE_DEFAULT = "default"  # the TextFooler constructor's default order (also works on older advtune versions)
 
 
@@ -94,8 +95,14 @@ def _nltk_stopwords() -> None:
         nltk.data.path.insert(0, root)
 
 
-def build_textattack(textattack: Any, victim: Victim, table: Any, encoder: SentenceEncoder, budget: Any) -> Any:
-    """The TextAttack ``Attack`` equivalent to advtune's TextFooler on this victim and budget."""
+def build_textattack(
+    textattack: Any, victim: Victim, table: Any, encoder: SentenceEncoder, budget: Any, batched: bool = True
+) -> Any:
+    """The TextAttack ``Attack`` equivalent to advtune's TextFooler on this victim and budget.
+
+    ``batched=False`` checks the similarity one candidate at a time (a constraint that implements only
+    TextAttack's abstract ``_check_constraint``), to show what an unbatched custom constraint costs.
+    """
     from textattack.constraints import Constraint
     from textattack.constraints.pre_transformation import RepeatModification, StopwordModification
     from textattack.goal_functions import UntargetedClassification
@@ -130,6 +137,8 @@ def build_textattack(textattack: Any, victim: Victim, table: Any, encoder: Sente
         """MiniLM cosine to the original >= the budget's threshold (+ advtune's margin), batched."""
 
         def _check_constraint_many(self, transformed_texts: list[Any], reference_text: Any) -> list[Any]:
+            if not batched:
+                return super()._check_constraint_many(transformed_texts, reference_text)
             if not transformed_texts:
                 return []
             sims = encoder(reference_text.text, [t.text for t in transformed_texts])
@@ -138,7 +147,9 @@ def build_textattack(textattack: Any, victim: Victim, table: Any, encoder: Sente
             return [t for t, s in zip(transformed_texts, sims) if s >= budget.min_similarity + SIM_MARGIN]
 
         def _check_constraint(self, transformed_text: Any, reference_text: Any) -> bool:
-            return bool(self._check_constraint_many([transformed_text], reference_text))
+            sim = float(encoder(reference_text.text, [transformed_text.text])[0])
+            transformed_text.attack_attrs["similarity_score"] = sim
+            return sim >= budget.min_similarity + SIM_MARGIN
 
     stop_words = {v for w in STOP_WORDS for v in (w, w.capitalize(), w.upper())}  # TextAttack compares as written
     constraints = [
@@ -151,7 +162,9 @@ def build_textattack(textattack: Any, victim: Victim, table: Any, encoder: Sente
     return textattack.Attack(goal, constraints, TableSwap(), GreedyWordSwapWIR(wir_method="delete"))
 
 
-def textattack_fooler(textattack: Any, victim: Victim, table: Any, encoder: SentenceEncoder, budget: Any) -> Any:
+def textattack_fooler(
+    textattack: Any, victim: Victim, table: Any, encoder: SentenceEncoder, budget: Any, batched: bool = True
+) -> Any:
     """The TextAttack attack behind advtune's per-example interface (its results become ``AttackResult``s)."""
     from advtune.attacks.textattack_adapter import TextAttackRecipe
 
@@ -161,7 +174,7 @@ def textattack_fooler(textattack: Any, victim: Victim, table: Any, encoder: Sent
         def __init__(self) -> None:
             TextFooler.__init__(self, victim, table, encoder, budget)
             self.textattack, self.recipe = textattack, "equivalent"
-            self.attack_obj = build_textattack(textattack, victim, table, encoder, budget)
+            self.attack_obj = build_textattack(textattack, victim, table, encoder, budget, batched)
 
         def attack(self, idx: int, text: str, label: int, fixed: str | None = None, attack_b: bool = True) -> Any:
             q0 = victim.queries
@@ -177,9 +190,10 @@ def make_attack(
     kind: str, loaded: Any, table: Any, budget: Any, textattack: Any, batch_size: int, width: int = 16
 ) -> Any:
     """A fresh attack (fresh victim, encoder and caches): ``textattack`` or an advtune candidate order."""
-    if kind == "textattack":
+    if kind in TEXTATTACK:
         victim = Victim(loaded.model, loaded.tokenizer, loaded.max_length, batch_size, cache=False)
-        return textattack_fooler(textattack, victim, table, SentenceEncoder("minilm", batch_size), budget)
+        encoder = SentenceEncoder("minilm", batch_size)
+        return textattack_fooler(textattack, victim, table, encoder, budget, batched=kind == "textattack")
     victim = Victim(loaded.model, loaded.tokenizer, loaded.max_length, batch_size)
     kwargs = {} if kind == ADVTUNE_DEFAULT else {"order": kind, "width": width}
     return TextFooler(victim, table, SentenceEncoder("minilm", batch_size), budget, **kwargs)
@@ -240,6 +254,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--pairs", type=int, default=3, help="alternating rounds (the order flips every round)")
     p.add_argument("--orders", default="victim-first,constraint-first", help="advtune orders to time")
     p.add_argument("--no-textattack", action="store_true", help="time advtune only")
+    p.add_argument("--textattack", default="textattack", help="TextAttack variants: textattack, textattack-unbatched")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--width", type=int, default=16, help="examples advtune attacks side by side")
@@ -253,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    kinds = [k for k in args.orders.split(",") if k] + ([] if args.no_textattack else ["textattack"])
+    kinds = [k for k in args.orders.split(",") if k] + ([] if args.no_textattack else args.textattack.split(","))
     textattack = None if args.no_textattack else import_textattack()
     loaded = load_run(args.run)
     examples = load_examples(args.task, args.split, args.n, args.data_dir)
@@ -282,19 +297,22 @@ def summarize_rounds(runs: list[dict[str, Any]], kinds: list[str]) -> dict[str, 
         keys = ("cpu_s", "wall_s", "success_rate", "queries_per_example", "encoder_rows_per_example")
         out["mean"][kind] = {k: float(np.mean([r[k] for r in mine])) for k in keys}
         out["mean"][kind]["violations"] = sum(r["num_violations"] for r in mine)
-    if "textattack" in kinds:
-        for kind in kinds[:-1]:
+    advtune = [k for k in kinds if k not in TEXTATTACK]
+    for ta_kind in (k for k in kinds if k in TEXTATTACK):
+        for kind in advtune:
             ratios = [
                 ta["cpu_s"] / mine["cpu_s"]
                 for ta in runs
-                if ta["kind"] == "textattack"
+                if ta["kind"] == ta_kind
                 for mine in runs
                 if mine["kind"] == kind and mine["round"] == ta["round"]
             ]
-            out["cpu_ratio_textattack_over"][kind] = {"per_round": ratios, "mean": float(np.mean(ratios))}
+            out["cpu_ratio_textattack_over"][f"{ta_kind}/{kind}"] = {
+                "per_round": ratios,
+                "mean": float(np.mean(ratios)),
+            }
     by_kind = {k: [r["perturbed"] for r in runs if r["kind"] == k] for k in kinds}
     out["identical_texts_across_rounds"] = {k: all(p == v[0] for p in v) for k, v in by_kind.items()}
-    advtune = [k for k in kinds if k != "textattack"]
     out["identical_texts_across_orders"] = all(by_kind[k][0] == by_kind[advtune[0]][0] for k in advtune)
     return out
 
