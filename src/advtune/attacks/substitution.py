@@ -317,7 +317,8 @@ class TextFooler:
 
     Each example's search is a generator that yields its model queries; :meth:`attack_many` runs up to
     ``width`` searches side by side and answers their queries in shared forwards. The searches do not
-    depend on each other, so the results are those of one-by-one attacks, only cheaper.
+    depend on each other, so the results are those of one-by-one attacks, in fewer model calls (which
+    matters where a call has a fixed cost; on a CPU the per-word batches already fill the kernels).
     """
 
     similarity_chunk = 4
