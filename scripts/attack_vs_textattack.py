@@ -103,7 +103,6 @@ def build_textattack(
     ``batched=False`` checks the similarity one candidate at a time (a constraint that implements only
     TextAttack's abstract ``_check_constraint``), to show what an unbatched custom constraint costs.
     """
-    from textattack.constraints import Constraint
     from textattack.constraints.pre_transformation import RepeatModification, StopwordModification
     from textattack.goal_functions import UntargetedClassification
     from textattack.models.wrappers import ModelWrapper
@@ -125,6 +124,17 @@ def build_textattack(
                 return []
             cands = (match_case(c, word) for c in table.candidates(word, budget.max_candidates))
             return [c for c in cands if WORD.fullmatch(c)]
+
+    stop_words = {v for w in STOP_WORDS for v in (w, w.capitalize(), w.upper())}  # TextAttack compares as written
+    word_budget, similarity = budget_constraints(encoder, budget, batched)
+    constraints = [RepeatModification(), StopwordModification(stopwords=stop_words), word_budget, similarity]
+    goal = UntargetedClassification(VictimWrapper(), model_batch_size=victim.batch_size)
+    return textattack.Attack(goal, constraints, TableSwap(), GreedyWordSwapWIR(wir_method="delete"))
+
+
+def budget_constraints(encoder: SentenceEncoder, budget: Any, batched: bool) -> tuple[Any, Any]:
+    """TextAttack constraints for advtune's word budget and similarity threshold."""
+    from textattack.constraints import Constraint
 
     class WordBudget(Constraint):
         """At most ``budget.max_changes(n)`` of the original's n words (advtune's word count)."""
@@ -151,15 +161,7 @@ def build_textattack(
             transformed_text.attack_attrs["similarity_score"] = sim
             return sim >= budget.min_similarity + SIM_MARGIN
 
-    stop_words = {v for w in STOP_WORDS for v in (w, w.capitalize(), w.upper())}  # TextAttack compares as written
-    constraints = [
-        RepeatModification(),
-        StopwordModification(stopwords=stop_words),
-        WordBudget(compare_against_original=True),
-        Similarity(compare_against_original=True),
-    ]
-    goal = UntargetedClassification(VictimWrapper(), model_batch_size=victim.batch_size)
-    return textattack.Attack(goal, constraints, TableSwap(), GreedyWordSwapWIR(wir_method="delete"))
+    return WordBudget(compare_against_original=True), Similarity(compare_against_original=True)
 
 
 def textattack_fooler(
