@@ -147,8 +147,8 @@ class Victim:
         """Probabilities for several requests (lists of ``(text_a, text_b or None)``) in shared forwards.
 
         Returns the arrays and, per request, the forward rows it caused (a text asked by two requests
-        is charged to the first). One call per search step of several examples keeps batches large:
-        on a CPU a row costs about three times less in a batch of 64 than alone.
+        is charged to the first). :meth:`TextFooler.attack_many` makes one call per search step of
+        several examples, so they share model calls.
         """
         keys = [k for r in requests for k in r]
         if self.cache is None:
