@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from types import SimpleNamespace
 
 import numpy as np
@@ -19,6 +20,7 @@ from advtune.attacks.substitution import (
     word_spans,
 )
 from advtune.attacks.synonyms import STOP_WORDS, SynonymTable
+from advtune.errors import UsageError
 from advtune.testing import tiny_tokenizer
 
 BUDGET = Budget("test-v1", max_change_rate=0.3, max_candidates=50, min_similarity=0.84)
@@ -59,11 +61,13 @@ def test_stops_at_first_flip_and_counts_batched_queries():
     res = fooler.attack(0, "good fun movie", 1)
     assert res.status == "success" and res.pred_perturbed == 0
     assert res.changed == [(0, "good", "bad")] and res.perturbed == "bad fun movie"  # "fun" left alone
-    # 1 clean query + 3 deletions in one batch + 1 candidate: 5 texts in 3 forwards
-    assert (fooler.victim.queries, fooler.victim.forwards) == (5, 3) and res.queries == 5
-    small = _attack({"good": 1, "fun": 1, "bad": -3}, [("good", "bad")], batch_size=2)
+    # 1 clean query + 2 deletions in one batch ("movie" has no candidate: never deleted) + 1 candidate
+    assert (fooler.victim.queries, fooler.victim.forwards) == (4, 3) and res.queries == 4
+    small = _attack(
+        {"good": 1, "fun": 1, "bad": -3}, [("good", "bad"), ("fun", "ok"), ("movie", "film")], batch_size=2
+    )
     small.attack(0, "good fun movie", 1)
-    assert small.victim.forwards == 4  # the 3 deletions are split into batches of 2
+    assert small.victim.forwards == 4  # clean, the 3 deletions in batches of 2, the candidate "bad"
 
 
 def test_budget_is_respected_and_reached():
@@ -179,3 +183,132 @@ def test_attack_command_writes_run_folder(tmp_path, capsys):
     assert "ACC" in capsys.readouterr().out
     assert main(["attack", "--run", str(run), "--budget", "nope"]) == 2
     assert main(["attack", "--run", str(run), "--n", "0", "--data-file", str(data)]) == 2
+
+
+def _sim_by_hash(orig, cands):
+    """A deterministic stand-in encoder: similarities spread over [0.8, 1.0), about a fifth below 0.84."""
+    return np.array([0.8 + 0.2 * (zlib.crc32(c.encode()) % 1000) / 1000 for c in cands])
+
+
+SENTENCES = [
+    "good fun movie",
+    "the plot was dull but the actors were great",
+    "i love this film it is very good and funny",
+    "a boring story with poor acting and a sad ending",
+    "good good good movie",
+    "what a wonderful and excellent film",
+]
+PAIRS = [
+    ("good", "fine"), ("good", "nice"), ("good", "great"), ("fun", "funny"), ("movie", "film"), ("plot", "story"),
+    ("dull", "boring"), ("great", "excellent"), ("love", "like"), ("funny", "fun"), ("sad", "awful"),
+    ("poor", "bad"), ("wonderful", "nice"), ("actors", "actor"), ("acting", "plot"), ("story", "plot"),
+]  # fmt: skip
+
+
+def _random_bow(seed=1):
+    """A bag-of-words victim with random word weights: it flips on some sentences and not on others."""
+    from advtune.testing import TINY_VOCAB
+
+    rng = np.random.default_rng(seed)
+    return Bow({word: float(rng.normal()) for word in TINY_VOCAB[5:]})
+
+
+def test_cache_and_order_do_not_change_the_adversarial_texts():
+    victim = Victim(_random_bow(), tiny_tokenizer(), max_length=64, cache=False)
+    ds = _ds(SENTENCES, [int(y) for y in victim.probs(SENTENCES).argmax(-1)])  # every sentence is attacked
+    runs = {}
+    for cache in (True, False):
+        for order in ("victim-first", "constraint-first"):
+            victim = Victim(_random_bow(), tiny_tokenizer(), max_length=64, cache=cache)
+            fooler = TextFooler(victim, SynonymTable(PAIRS), _sim_by_hash, BUDGET, order=order)
+            metrics, rows = run_attack(fooler, ds, progress=False)
+            runs[cache, order] = metrics, [(r["status"], r["perturbed"], r["changed"]) for r in rows]
+    reference = runs[False, "victim-first"][1]
+    statuses = [status for status, _, _ in reference]
+    assert statuses.count("success") >= 2 and statuses.count("failed") >= 2  # the comparison is not vacuous
+    assert all(texts == reference for _, texts in runs.values())
+    for (cache, _order), (metrics, _) in runs.items():
+        assert metrics["num_violations"] == 0
+        assert (metrics["mean_cache_hits"] > 0) == cache  # "good good good movie": repeated deletions
+    cached, uncached = runs[True, "victim-first"][0], runs[False, "victim-first"][0]
+    assert cached["mean_queries"] + cached["mean_cache_hits"] == pytest.approx(uncached["mean_queries"])
+
+
+def test_a_repeated_text_is_queried_once():
+    victim = Victim(Bow({"good": 1}), tiny_tokenizer(), max_length=64, batch_size=64)
+    first = victim.probs(["good movie", "bad movie", "good movie"])
+    assert (victim.queries, victim.cache_hits, victim.forwards) == (2, 1, 1)
+    again = victim.probs(["bad movie", "good movie"])
+    assert (victim.queries, victim.cache_hits, victim.forwards) == (2, 3, 1)  # no forward at all
+    np.testing.assert_array_equal(again, first[[1, 0]])
+    pair = victim.probs(["good movie"], ["bad movie"])  # the other text is part of the key
+    assert victim.queries == 3 and pair.shape == (1, 2)
+    fooler = _attack({"good": 1, "fun": 1, "bad": -3}, [("good", "bad")])
+    res = fooler.attack(0, "good good fun", 1)  # deleting either "good" gives "good fun": one row
+    assert res.status == "success" and res.cache_hits == 1
+    assert res.queries == 3  # clean, one deletion, the candidate "bad"
+
+
+def test_similarity_is_asked_once_per_text_per_example():
+    calls = []
+
+    def sim(orig, cands):
+        calls.append(list(cands))
+        return np.full(len(cands), 0.99)
+
+    fooler = _attack({"good": 1, "bad": -1, "fun": 0.5}, [("good", "bad"), ("good", "ok"), ("fun", "bad")], sim)
+    res = fooler.attack(0, "good fun", 1)
+    sent = [t for call in calls for t in call]
+    assert len(sent) == len(set(sent)) == res.similarity_queries
+
+
+def test_constraint_first_queries_only_similar_candidates_and_stays_in_budget():
+    def sim(orig, cands):
+        return np.array([0.5 if "awful" in c.split() else 0.95 for c in cands])
+
+    weights = {"good": 2, "fun": 1, "great": 1, "awful": -9, "bad": -1, "dull": -0.5}
+    pairs = [("good", "awful"), ("good", "bad"), ("fun", "dull"), ("great", "fine"), ("great", "fun")]
+    texts = ["good fun movie", "great great great great movie film plot story acting actor", "good film"]
+    first = _attack(weights, pairs, sim)
+    first.order = "constraint-first"
+    metrics, rows = run_attack(first, _ds(texts, [1, 1, 1]), progress=False)
+    plain = _attack(weights, pairs, sim)
+    base, base_rows = run_attack(plain, _ds(texts, [1, 1, 1]), progress=False)
+    assert metrics["num_violations"] == 0 and metrics["num_success"] == base["num_success"] >= 1
+    assert [r["perturbed"] for r in rows] == [r["perturbed"] for r in base_rows]
+    assert all("awful" not in r["perturbed"].split() for r in rows)
+    assert all(len(r["changed"]) <= BUDGET.max_changes(r["num_words"]) for r in rows)
+    # "awful" (below the threshold) is never shown to the victim in constraint-first order
+    assert metrics["mean_queries"] < base["mean_queries"]
+    assert metrics["mean_similarity_queries"] > base["mean_similarity_queries"]  # "fun" for "great" (no gain)
+
+
+def test_recheck_queries_afresh_and_unknown_order_is_refused():
+    fooler = _attack({"good": 1, "ok": 1}, [("good", "ok")])  # the model keeps class 1 for "ok movie"
+    fooler.victim.cache[("ok movie", None)] = np.array([0.9, 0.1], dtype=np.float32)  # a stale score: "flipped"
+    res = AttackResult(0, 1, "good movie", "ok movie", 1, 0, "success", num_words=2, changed=[(0, "good", "ok")])
+    recheck([res], fooler, [None], attack_b=True)
+    assert res.violations == ["no_flip"]
+    assert fooler.victim.queries == 0 and ("ok movie", None) in fooler.victim.cache
+    with pytest.raises(UsageError, match="unknown candidate order 'fast' \\(choose from: victim-first, constraint"):
+        TextFooler(fooler.victim, SynonymTable(), _sim_by_hash, BUDGET, order="fast")
+
+
+def test_interleaved_examples_share_forwards_with_the_same_results():
+    victim = Victim(_random_bow(), tiny_tokenizer(), max_length=64, cache=False)
+    labels = [int(y) for y in victim.probs(SENTENCES).argmax(-1)]
+    items = [(i, text, y, None) for i, (text, y) in enumerate(zip(SENTENCES, labels))]
+    outcomes = {}
+    for width in (1, 4):
+        fooler = TextFooler(Victim(_random_bow(), tiny_tokenizer(), max_length=64), SynonymTable(PAIRS), _sim_by_hash,
+                            BUDGET, width=width)  # fmt: skip
+        results = list(fooler.attack_many(items))
+        assert [r.idx for r in results] == list(range(len(SENTENCES)))  # input order
+        outcomes[width] = [(r.status, r.perturbed, r.queries, r.similarity_queries) for r in results]
+        outcomes[width, "forwards"] = fooler.victim.forwards
+        outcomes[width, "rows"] = fooler.victim.queries
+    assert outcomes[4] == outcomes[1]  # per-example results and charges do not depend on the neighbours
+    assert outcomes[4, "rows"] == outcomes[1, "rows"] == sum(q for _, _, q, _ in outcomes[1])
+    assert outcomes[4, "forwards"] < outcomes[1, "forwards"]
+    one = TextFooler(Victim(_random_bow(), tiny_tokenizer(), max_length=64), SynonymTable(PAIRS), _sim_by_hash, BUDGET)
+    assert (one.attack(*items[1][:3]).status, one.attack(*items[1][:3]).perturbed) == outcomes[1][1][:2]
