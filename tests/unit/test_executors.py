@@ -119,3 +119,20 @@ def test_workers_get_the_data_settings_but_no_token(monkeypatch):
     env = worker_env()
     assert env["ADVTUNE_DATA_DIR"] == "/data" and env["HF_HUB_OFFLINE"] == "1"
     assert "HF_TOKEN" not in env and "ADVTUNE_HF_TOKEN" not in env and "PATH" not in env
+
+
+def test_an_unreachable_cluster_is_one_line(monkeypatch):
+    """``--ray-address auto`` with no cluster running: Ray's ConnectionError becomes a usage error."""
+    from advtune.bench import executors
+
+    class NoCluster:
+        def is_initialized(self):
+            return False
+
+        def init(self, **kwargs):
+            raise ConnectionError("Could not find any running Ray instance.\nPlease specify ...")
+
+    monkeypatch.setattr(executors, "import_ray", lambda: NoCluster())
+    ex = executors.RayExecutor(address="auto")
+    with pytest.raises(UsageError, match=r"^--ray-address auto: Could not find any running Ray instance\.$"):
+        list(ex.map(["cell"], lambda cell: None))

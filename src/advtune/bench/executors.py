@@ -103,7 +103,11 @@ class RayExecutor:
             return False
         options = {"log_to_driver": False, "logging_level": "WARNING"}  # the grid's bar is the progress report
         if self.address:
-            ray.init(address=self.address, **options)
+            try:
+                ray.init(address=self.address, **options)
+            except ConnectionError as exc:
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise UsageError(f"--ray-address {self.address}: {reason}") from None
             return True  # disconnects this driver only; the cluster goes on
         ray.init(num_cpus=self.num_cpus, include_dashboard=False, **options)
         return True
