@@ -175,3 +175,18 @@ def test_bench_cli_runs_a_grid_on_ray(ray_session, tiny_suite, tmp_path, monkeyp
     assert main(argv) == 0
     assert "0 trained, 0 attacked, 1 already done, 0 failed" in capsys.readouterr().out
     assert main([*argv, "--gpus-per-cell", "1"]) == 0  # nothing left to run: no GPU is asked of this machine
+
+
+def usage_error_cell(cell):
+    with open(cell, "a") as fh:
+        fh.write("attempt\n")
+    from advtune.errors import UsageError
+
+    raise UsageError("--set max_length=0: must be positive")
+
+
+def test_a_usage_error_is_reported_as_itself_and_not_retried(ray_session, tmp_path):
+    attempts = tmp_path / "attempts.txt"
+    [(cell, outcome)] = list(RayExecutor(max_retries=2).map([str(attempts)], usage_error_cell))
+    assert type(outcome).__name__ == "UsageError" and str(outcome) == "--set max_length=0: must be positive"
+    assert attempts.read_text() == "attempt\n"  # it would fail the same way again

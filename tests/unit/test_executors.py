@@ -55,6 +55,18 @@ def test_local_executor_retries_a_failed_cell_from_an_empty_folder(tmp_path):
     assert result.failed == [("sst2-tiny/standard/seed1", "OSError: disk hiccup")] and len(train.calls) == 4
 
 
+def test_a_usage_error_of_a_cell_is_not_retried():
+    calls = []
+
+    def bad_setting(cell):
+        calls.append(cell)
+        raise UsageError("--set max_length=0: must be positive")
+
+    [(cell, outcome)] = list(LocalExecutor(max_retries=3).map(["cell"], bad_setting))
+    assert isinstance(outcome, UsageError) and str(outcome) == "--set max_length=0: must be positive"
+    assert calls == ["cell"]
+
+
 def test_local_executor_never_swallows_a_keyboard_interrupt():
     def interrupted(cell):
         raise KeyboardInterrupt

@@ -54,10 +54,14 @@ class LocalExecutor:
 
 
 def _call_with_retries(cell_fn: CellFn, cell: Any, retries: int) -> Any:
-    """The function's result, or its last exception (``KeyboardInterrupt`` is never caught)."""
+    """The function's result, or its last exception (``KeyboardInterrupt`` is never caught).
+
+    A :class:`UsageError` (a bad setting of the cell) is not retried: it would fail the same way again."""
     for attempt in range(retries + 1):
         try:
             return cell_fn(cell)
+        except UsageError as exc:
+            return exc
         except Exception as exc:  # noqa: BLE001 - handed to the grid, which reports it
             if attempt == retries:
                 return exc
@@ -139,7 +143,10 @@ def _run_in_worker(cell_fn: CellFn, cell: Any, threads: int, env: dict[str, str]
 
     os.environ.update(env)
     torch.set_num_threads(threads)
-    return cell_fn(cell)
+    try:
+        return cell_fn(cell)
+    except UsageError as exc:  # returned, not raised: Ray would retry it, and it would fail the same way again
+        return exc
 
 
 def _outcome(ray: Any, ref: Any, cell: Any) -> Any:
@@ -150,6 +157,8 @@ def _outcome(ray: Any, ref: Any, cell: Any) -> Any:
         return exc.cause if isinstance(exc.cause, Exception) else exc
     except ray.exceptions.RayError as exc:
         return exc
+    if isinstance(result, Exception):
+        return result
     if hasattr(cell, "is_trained") and not cell.is_trained():
         return RuntimeError(
             f"{cell.name} finished on a Ray worker but {cell.run_dir} is not finished as seen from here: "
