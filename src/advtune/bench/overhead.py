@@ -53,6 +53,8 @@ TIME_TARGET = 1.15
 """A method's time ratio should be at most this multiple of its pass-count ratio."""
 MEMORY_TARGET = 1.25
 """FreeLB-K's peak memory should be at most this multiple of standard's (the embedding-family issue)."""
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+"""``--dtype``: the autocast precision of every measured step (fp32 = no autocast)."""
 CPU_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
 """glibc settings of the spawned CPU measurements: peak RSS = peak live memory, not allocator cache."""
 
@@ -98,7 +100,7 @@ def _batch(model: Any, batch_size: int, seq_len: int, device: Any, seed: int) ->
 
 def _measure_one(
     name: str, model_name: str, batch_size: int, seq_len: int, warmup: int, steps: int, device: str,
-    overrides: dict[str, Any], seed: int, threads: int | None = None, peft: str | None = None,
+    overrides: dict[str, Any], seed: int, threads: int | None = None, peft: str | None = None, dtype: str = "fp32",
 ) -> dict[str, Any]:  # fmt: skip
     """Train ``warmup + steps`` steps of one method; return its raw timings, passes and memory."""
     import torch
@@ -117,6 +119,7 @@ def _measure_one(
     model = method.setup(base).to(dev).train()
     batch = _batch(model, batch_size, seq_len, dev, seed)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    scaler = torch.amp.GradScaler(dev.type, enabled=dtype == "fp16")  # as the Trainer does under --fp16
     count = [0.0]
     hook = unwrap(model).register_forward_hook(
         lambda m, a, o: count.__setitem__(0, count[0] + (1.0 if torch.is_grad_enabled() else 1 / 3))
@@ -132,8 +135,10 @@ def _measure_one(
         count[0] = 0.0
         sync()
         start, cpu_start = time.perf_counter(), time.process_time()
-        method.step(model, dict(batch), lambda loss: loss.backward())
-        opt.step()
+        with torch.autocast(dev.type, dtype=getattr(torch, DTYPES[dtype]), enabled=dtype != "fp32"):
+            method.step(model, dict(batch), lambda loss: scaler.scale(loss).backward())
+        scaler.step(opt)
+        scaler.update()
         sync()
         if i >= warmup:
             times.append(time.perf_counter() - start)
@@ -164,6 +169,7 @@ def measure_overhead(
     exact_cpu_memory: bool = True,
     peft: str | None = None,
     adv_memory: str | list[str] | tuple[str, ...] | None = None,
+    dtype: str = "fp32",
 ) -> list[dict[str, Any]]:
     """Median step time and peak memory of each method relative to ``standard`` (measured first).
 
@@ -183,6 +189,7 @@ def measure_overhead(
             every row, ``standard`` included, so the ratios compare methods on the same adapter.
         adv_memory: ``adv_memory`` modes (a list or ``"joint,sequential"``) to measure for every
             single-backward method, one row ``name[mode]`` each; ``None``: each method's default only.
+        dtype: ``fp32``, or autocast in ``bf16`` / ``fp16`` (fp16 with a GradScaler; CUDA only).
 
     Returns:
         One dict per method: ``method``, ``passes`` (full passes per step), ``pass_ratio``,
@@ -199,11 +206,12 @@ def measure_overhead(
 
         raise UsageError("need steps >= 1, warmup >= 0, batch_size >= 1 and seq_len >= 2")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    _check_dtype(dtype, device)
     isolate = (device == "cpu") if isolate is None else isolate
     env = CPU_MALLOC_ENV if exact_cpu_memory and device == "cpu" else {}
     raw = []
     for label, name, extra in tqdm(_jobs(names, method_overrides or {}, adv_memory), desc="overhead", unit="row"):
-        args = (name, model, batch_size, seq_len, warmup, steps, device, extra, seed, threads, peft)
+        args = (name, model, batch_size, seq_len, warmup, steps, device, extra, seed, threads, peft, dtype)
         raw.append({**_measure(isolate, env, *args), "method": label})
     return [_relative_row(r, raw[0]) for r in raw]
 
@@ -231,6 +239,21 @@ def _jobs(
         else:
             jobs.append((n, n, extra))
     return jobs
+
+
+def _check_dtype(dtype: str, device: str) -> None:
+    """fp16 autocast needs a GPU's GradScaler to train; bf16 autocast exists on CPU too (slow, but it runs)."""
+    from ..errors import UsageError
+
+    if dtype not in DTYPES:
+        raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if dtype == "fp16" and not device.startswith("cuda"):
+        raise UsageError("--dtype fp16 needs a CUDA device (on CPU use bf16 or fp32)")
+    if dtype == "bf16" and device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_bf16_supported():
+            raise UsageError("--dtype bf16: this GPU has no bfloat16; use fp16")
 
 
 def _method_names(methods: list[str] | tuple[str, ...]) -> list[str]:
@@ -320,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         help="single-backward methods: measure these adv_memory modes (joint, sequential or joint,sequential), "
         "one row name[mode] each (default: each method's default mode)",
     )
+    p.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="autocast precision (fp16: CUDA only)")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = p.parse_args(argv)
     from ..methods import METHODS
@@ -328,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = measure_overhead(
         methods, model=args.model, batch_size=args.batch_size, seq_len=args.seq_len, warmup=args.warmup,
         steps=args.steps, device=args.device, isolate=False if args.no_isolate else None, threads=args.threads,
-        exact_cpu_memory=not args.allocator_cache, peft=args.peft, adv_memory=args.adv_memory,
+        exact_cpu_memory=not args.allocator_cache, peft=args.peft, adv_memory=args.adv_memory, dtype=args.dtype,
     )  # fmt: skip
     print(format_table(rows))
     print(

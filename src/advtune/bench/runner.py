@@ -24,17 +24,21 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import shutil
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import runs
 from ..errors import UsageError, describe
 from .suites import ALL, Suite, TaskSpec, Variant
+
+if TYPE_CHECKING:
+    from .executors import Executor
 
 TrainFn = Callable[..., Path]
 EvalFn = Callable[[Path, str, "int | None"], None]
@@ -320,6 +324,7 @@ def run_grid(
     log: Callable[[str], None] = print,
     stop_on_error: bool = False,
     log_file: str | Path | None = None,
+    executor: Executor | None = None,
 ) -> GridResult:
     """Run every unfinished cell; finished cells are skipped, interrupted ones redone from scratch.
 
@@ -328,59 +333,50 @@ def run_grid(
     appended there instead of the terminal, so the bar and the final table stay readable.
     A failing cell is reported and the grid goes on (``stop_on_error`` re-raises instead), so one
     diverging run does not cost a night of results; ``KeyboardInterrupt`` always stops the grid.
+
+    ``executor`` runs the unfinished cells (:mod:`advtune.bench.executors`): in this process one after
+    another (the default), or as Ray tasks on a cluster. Either way each cell is one :func:`run_cell` call.
     """
     from tqdm.auto import tqdm
 
-    train_fn = train_fn or default_train_fn
-    eval_fn = eval_fn or default_eval_fn
+    from .executors import LocalExecutor
+
     if attack_fn is None:
         if any(c.attack for c in cells) and not attack_available():
             log("note: the attack command (advtune attack) is not available; runs are not attacked")
             cells = [dataclasses.replace(c, attack=None) for c in cells]
         attack_fn = default_attack_fn
+    cell_fn = functools.partial(
+        run_cell, train_fn=train_fn or default_train_fn, eval_fn=eval_fn or default_eval_fn, attack_fn=attack_fn,
+        log_file=Path(log_file).absolute() if log_file else None,  # absolute: a Ray worker's folder differs
+    )  # fmt: skip
     result = GridResult()
     start = time.perf_counter()
-    done_before = sum(c.is_done() for c in cells)
+    todo = []
+    for cell in cells:
+        if cell.is_done():
+            _write_cell_record(cell)
+            result.skipped.append(cell.name)
+        else:
+            todo.append(cell)
     bar = tqdm(
-        total=len(cells), initial=done_before, desc="grid", unit="run", disable=not progress, dynamic_ncols=True
-    )
+        total=len(cells), initial=len(result.skipped), desc="grid", unit="run", disable=not progress,
+        dynamic_ncols=True,
+    )  # fmt: skip
     try:
-        for cell in cells:
-            if cell.is_done():
-                _write_cell_record(cell)
-                result.skipped.append(cell.name)
-                continue
-            bar.set_postfix_str(cell.name)
-            timings: dict[str, float] = {}
-            try:
-                if not cell.is_trained():
-                    _clear_interrupted(cell.run_dir)
-                    cell.run_dir.parent.mkdir(parents=True, exist_ok=True)
-                    with _stdout_to(log_file, f"== train {cell.name}"), _timed(timings, "train"):
-                        train_fn(**cell.train_kwargs())
-                    if not cell.is_trained():
-                        raise RuntimeError(f"train function returned but {cell.run_dir}/metrics.json is missing")
-                    result.trained.append(cell.name)
-                _write_cell_record(cell, timings)
-                pending = cell.pending_transfer()
-                if pending:
-                    with _stdout_to(log_file, f"== transfer {cell.name}"), _timed(timings, "transfer"):
-                        for task in pending:
-                            eval_fn(cell.run_dir, task, cell.task.transfer_samples)
-                    _write_cell_record(cell, timings)
-                if cell.attack and not cell.is_attacked():
-                    with _stdout_to(log_file, f"== attack {cell.name}"), _timed(timings, "attack"):
-                        attack_fn(cell.run_dir, cell.task.task, cell.attack)
-                    result.attacked.append(cell.name)
-                    _write_cell_record(cell, timings)
-            except KeyboardInterrupt:
-                raise
-            except Exception as exc:  # noqa: BLE001 - reported, the grid goes on
-                if stop_on_error:
-                    raise
-                result.failed.append((cell.name, f"{type(exc).__name__}: {describe(exc)}"))
-                log(f"FAILED {cell.name}: {type(exc).__name__}: {describe(exc)}\n{traceback.format_exc(limit=3)}")
-            bar.update(1)
+        with contextlib.closing((executor or LocalExecutor()).map(todo, cell_fn)) as outcomes:
+            for cell, outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    if stop_on_error:
+                        raise outcome
+                    result.failed.append((cell.name, f"{type(outcome).__name__}: {describe(outcome)}"))
+                    trace = "".join(traceback.format_exception(outcome, limit=3))
+                    log(f"FAILED {cell.name}: {type(outcome).__name__}: {describe(outcome)}\n{trace}")
+                else:
+                    result.trained += [cell.name] if outcome.trained else []
+                    result.attacked += [cell.name] if outcome.attacked else []
+                bar.set_postfix_str(cell.name)
+                bar.update(1)
     finally:
         bar.close()
         result.wall_s = time.perf_counter() - start
@@ -398,6 +394,47 @@ def _clear_interrupted(run_dir: Path) -> None:
     if not run_dir.is_dir():
         raise UsageError(f"{run_dir} is a file in the way of a grid cell; move it away")
     shutil.rmtree(run_dir)
+
+
+@dataclass
+class CellOutcome:
+    """What :func:`run_cell` computed for one cell (it returns it to the executor, maybe from another machine)."""
+
+    trained: bool = False
+    attacked: bool = False
+
+
+def run_cell(
+    cell: Cell, train_fn: TrainFn, eval_fn: EvalFn, attack_fn: AttackFn, log_file: str | Path | None = None
+) -> CellOutcome:
+    """Bring one cell to done: train it unless trained, evaluate pending transfers, attack unless attacked.
+
+    Idempotent on the run folder: a call that dies anywhere leaves a folder the next call finishes
+    (an untrained folder is deleted first), which is what makes a retried or resumed cell safe.
+    """
+    outcome = CellOutcome()
+    timings: dict[str, float] = {}
+    if not cell.is_trained():
+        _clear_interrupted(cell.run_dir)
+        cell.run_dir.parent.mkdir(parents=True, exist_ok=True)
+        with _stdout_to(log_file, f"== train {cell.name}"), _timed(timings, "train"):
+            train_fn(**cell.train_kwargs())
+        if not cell.is_trained():
+            raise RuntimeError(f"train function returned but {cell.run_dir}/metrics.json is missing")
+        outcome.trained = True
+    _write_cell_record(cell, timings)
+    pending = cell.pending_transfer()
+    if pending:
+        with _stdout_to(log_file, f"== transfer {cell.name}"), _timed(timings, "transfer"):
+            for task in pending:
+                eval_fn(cell.run_dir, task, cell.task.transfer_samples)
+        _write_cell_record(cell, timings)
+    if cell.attack and not cell.is_attacked():
+        with _stdout_to(log_file, f"== attack {cell.name}"), _timed(timings, "attack"):
+            attack_fn(cell.run_dir, cell.task.task, cell.attack)
+        outcome.attacked = True
+        _write_cell_record(cell, timings)
+    return outcome
 
 
 @contextlib.contextmanager

@@ -88,7 +88,46 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--no-report", action="store_true", help="do not write REPORT.md at the end")
     parser.add_argument("--dry-run", action="store_true", help="list the cells and their state, run nothing")
     parser.add_argument("--stop-on-error", action="store_true", help="stop at the first failing cell")
+    _add_executor_flags(parser)
     return parser
+
+
+def _add_executor_flags(parser: argparse.ArgumentParser) -> None:
+    """Where the cells run (see docs/scale-out.md): this process, or Ray tasks on one machine or a cluster."""
+    group = parser.add_argument_group("executor")
+    group.add_argument(
+        "--executor", choices=("local", "ray"), default="local",
+        help="local: one cell after another in this process (default); ray: every cell a Ray task",
+    )  # fmt: skip
+    group.add_argument(
+        "--ray-address", help="join a running Ray cluster: 'auto' or HOST:PORT (default: start a local Ray)"
+    )
+    group.add_argument("--cpus-per-cell", type=float, help="CPUs of each Ray task, also its torch threads (default 1)")
+    group.add_argument("--gpus-per-cell", type=float, help="GPUs of each Ray task, fractions allowed (default 0)")
+    group.add_argument(
+        "--max-retries", type=int,
+        help="rerun a failed cell (an error, or its worker died) up to N more times (default: 0 local, 2 ray)",
+    )  # fmt: skip
+
+
+def _executor(args: argparse.Namespace) -> Any:
+    """The executor the flags ask for; Ray flags without ``--executor ray`` are refused, not ignored."""
+    from ..bench.executors import LocalExecutor, RayExecutor, check_resources
+
+    if args.executor == "local":
+        ray_only = [f for f, v in (("--ray-address", args.ray_address), ("--cpus-per-cell", args.cpus_per_cell),
+                                   ("--gpus-per-cell", args.gpus_per_cell)) if v is not None]  # fmt: skip
+        if ray_only:
+            raise UsageError(f"{', '.join(ray_only)} only apply to --executor ray")
+        retries = 0 if args.max_retries is None else args.max_retries
+        check_resources(1, 0, retries)
+        return LocalExecutor(max_retries=retries)
+    return RayExecutor(
+        address=args.ray_address,
+        cpus_per_cell=1.0 if args.cpus_per_cell is None else args.cpus_per_cell,
+        gpus_per_cell=args.gpus_per_cell or 0.0,
+        max_retries=2 if args.max_retries is None else args.max_retries,
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -101,6 +140,8 @@ def main(argv: list[str]) -> int:
 
     runs.check_writable(out, "--out")
     if suite.kind == "overhead":
+        if args.executor != "local":
+            raise UsageError("the overhead suite measures in this process; --executor ray runs grids")
         return _overhead(suite, out, args)
     from ..bench.runner import build_grid, run_grid, write_bench_record
 
@@ -119,6 +160,7 @@ def main(argv: list[str]) -> int:
     )
     for note in notes:
         print(f"note: {note}")
+    executor = _executor(args)
     if args.attack_n is not None:
         if args.attack_n <= 0:
             raise UsageError(f"--attack-n must be positive, got {args.attack_n}")
@@ -131,7 +173,7 @@ def main(argv: list[str]) -> int:
     _quiet()
     write_bench_record(out, suite, cells, ["bench", *argv])
     start = time.perf_counter()
-    result = run_grid(cells, stop_on_error=args.stop_on_error, log_file=out / "bench.log")
+    result = run_grid(cells, stop_on_error=args.stop_on_error, log_file=out / "bench.log", executor=executor)
     wall = time.perf_counter() - start
     print(
         f"{len(result.trained)} trained, {len(result.attacked)} attacked, {len(result.skipped)} already done, "
