@@ -17,6 +17,7 @@ from transformers import TrainingArguments
 
 from .errors import UsageError
 from .modeling import DEFAULT_MODEL
+from .threads import parse_threads
 
 
 def _f(default: Any, help: str) -> Any:  # noqa: A002
@@ -91,8 +92,13 @@ class AdvTrainingArguments(TrainingArguments):
     ddp_find_unused_parameters: bool | None = _f(
         False, "DDP: search for unused parameters (off: every method uses every parameter in each step)."
     )
+    # str, not int: a bad value then reaches threads.parse_threads and gives one error line, not argparse's usage
+    threads: str | None = _f(
+        None, "CPU threads for torch (default: $OMP_NUM_THREADS capped at the cores, else one per core)."
+    )
 
     def __post_init__(self) -> None:
+        self.threads = parse_threads(self.threads)  # type: ignore[assignment]
         if self.learning_rate <= 0:
             raise UsageError(f"invalid learning_rate={self.learning_rate}: must be positive")
         if self.num_train_epochs <= 0 and (self.max_steps is None or self.max_steps <= 0):

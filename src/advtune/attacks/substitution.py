@@ -412,6 +412,7 @@ def attack_run(
     from .. import runs
     from ..pipeline import load_run
     from ..tasks import get_task, resolve_data_dir
+    from ..threads import MachineProbe
     from .synonyms import load_candidates
     from .textattack_adapter import RECIPES, TextAttackRecipe, check_recipe, recipe_name
 
@@ -447,6 +448,7 @@ def attack_run(
     else:
         fooler = TextAttackRecipe(recipe, victim, table, encoder, plan)
     attack_b = target.pair and not attack_first
+    probe = MachineProbe.start()  # threads and load of the attack, recorded beside its timings
     metrics, rows = run_attack(fooler, ds, attack_b=attack_b, progress=progress)
     out_dir = Path(out) if out else Path(loaded.path) / "attack" / f"{target.name}.{split}"
     runs.write_jsonl_atomic(out_dir / "adversarial.jsonl", rows)
@@ -462,6 +464,7 @@ def attack_run(
         "similarity_model": encoder.name,
         "pos_check": tagger is not None and plan.pos_consistency and recipe is None,
         "candidate_check": recipe is None,
+        "machine": probe.finish(),
     }
     runs.write_json_atomic(out_dir / "metrics.json", metrics)
     metrics["out_dir"] = str(out_dir)

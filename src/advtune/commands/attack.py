@@ -11,6 +11,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..threads import HELP as THREADS_HELP
+from ..threads import apply as apply_threads
+
 
 def main(argv: list[str]) -> int:
     from ..attacks.substitution import ATTACKS, BUDGETS, attack_run
@@ -40,7 +43,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--attack-first", action="store_true", help="pairs: attack the first text, not the second")
     parser.add_argument("--no-pos", action="store_true", help="skip the part-of-speech check even if NLTK is present")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--threads", help=THREADS_HELP)
     args = parser.parse_args(argv)
+    apply_threads(args.threads)
 
     metrics = attack_run(
         args.run,

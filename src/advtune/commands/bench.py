@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from ..threads import HELP as THREADS_HELP
+from ..threads import apply as apply_threads
 
 
 def _parse_set(items: list[str]) -> dict[str, Any]:
@@ -87,17 +89,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-report", action="store_true", help="do not write REPORT.md at the end")
     parser.add_argument("--dry-run", action="store_true", help="list the cells and their state, run nothing")
     parser.add_argument("--stop-on-error", action="store_true", help="stop at the first failing cell")
+    parser.add_argument("--threads", help=THREADS_HELP + "; every cell, and the overhead suite's processes")
     return parser
 
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    setting = apply_threads(args.threads)
     from ..bench.suites import get_suite
 
     suite = get_suite(args.suite)
     out = Path(args.out or f"results/{suite.name}")
     if suite.kind == "overhead":
-        return _overhead(suite, out, args)
+        return _overhead(suite, out, args, setting["threads"] if args.threads else None)
     from ..bench.runner import build_grid, run_grid, write_bench_record
 
     training = _parse_set(args.set)
@@ -170,7 +174,7 @@ def _print_summary(out: Path, run_dirs: set[Path]) -> None:
     Console(file=sys.stdout, width=140).print(table)
 
 
-def _overhead(suite, out: Path, args) -> int:
+def _overhead(suite, out: Path, args, threads: int | None = None) -> int:
     """The overhead suite: :func:`advtune.bench.overhead.measure_overhead` over every registered method."""
     import inspect
 
@@ -190,6 +194,8 @@ def _overhead(suite, out: Path, args) -> int:
     kwargs: dict[str, Any] = {**suite.training, **_parse_set(args.set)}
     if args.model:
         kwargs["model"] = args.model
+    if threads:
+        kwargs["threads"] = threads
     unknown = sorted(set(kwargs) - set(params))
     if unknown:
         raise UsageError(f"the overhead suite does not take {', '.join(unknown)} (it takes: {', '.join(params)})")

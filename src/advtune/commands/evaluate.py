@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..threads import HELP as THREADS_HELP
+from ..threads import apply as apply_threads
+
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="advtune eval", description="Evaluate a finished run.")
@@ -22,7 +25,9 @@ def main(argv: list[str]) -> int:
         "--sample-seed", type=int, help="with --max-samples: a seeded random sample of N instead of the first N"
     )
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--threads", help=THREADS_HELP)
     args = parser.parse_args(argv)
+    apply_threads(args.threads)
 
     from rich.console import Console
     from rich.table import Table
