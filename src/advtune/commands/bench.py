@@ -162,7 +162,7 @@ def _print_summary(out: Path, run_dirs: set[Path]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from ..report import collect_runs, summary_rows
+    from ..report import RATIO_MARK, RATIO_NOTE, collect_runs, summary_rows
 
     records = [r for r in collect_runs(out) if r.path in run_dirs]
     header, rows = summary_rows(records)
@@ -172,6 +172,8 @@ def _print_summary(out: Path, run_dirs: set[Path]) -> None:
     for row in rows:
         table.add_row(*map(str, row))
     Console(file=sys.stdout, width=140).print(table)
+    if any(str(row[-1]).endswith(RATIO_MARK) for row in rows):
+        print(RATIO_NOTE)
 
 
 def _overhead(suite, out: Path, args, threads: int | None = None) -> int:
