@@ -185,3 +185,11 @@ def test_runs_without_cpu_times_or_machine_records_keep_the_wall_ratio_unmarked(
     _with_machine(run.path, 1.5, 1.0, 5.0)  # CPU time on one side only: the wall ratio, judged by load alone
     run = [r for r in collect_runs(root) if r.method == "freelb"][0]
     assert step_ratio(run, base) == (pytest.approx(3.0), True)
+
+
+def test_bench_applies_threads_and_hands_them_to_the_overhead_processes(tmp_path, capsys):
+    torch.set_num_threads(2)
+    argv = ["bench", "--suite", "overhead", "--methods", "standard", "--out", str(tmp_path), "--dry-run"]
+    assert main([*argv, "--threads", "1"]) == 0
+    assert torch.get_num_threads() == 1 and "'threads': 1" in capsys.readouterr().out
+    assert not list(tmp_path.iterdir())
