@@ -138,8 +138,8 @@ class MachineProbe:
             **self.setting,
             "load_start": self.load_start,
             "load_end": loadavg(),
-            "wall_s": round(wall, 3),
-            "cpu_s": round(cpu, 3),
+            "wall_s": round(wall, 4),
+            "cpu_s": round(cpu, 4),
             "cpu_per_wall": round(cpu / wall, 3) if wall > 0 else None,
         }
 
