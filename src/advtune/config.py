@@ -18,6 +18,7 @@ from transformers import TrainingArguments
 
 from .errors import UsageError
 from .modeling import DEFAULT_MODEL
+from .threads import parse_threads
 
 
 def _f(default: Any, help: str) -> Any:  # noqa: A002
@@ -107,6 +108,10 @@ class AdvTrainingArguments(TrainingArguments):
     ddp_find_unused_parameters: bool | None = _f(
         False, "DDP: search for unused parameters (off: every method uses every parameter in each step)."
     )
+    # str, not int: a bad value then reaches threads.parse_threads and gives one error line, not argparse's usage
+    threads: str | None = _f(
+        None, "CPU threads for torch (default: $OMP_NUM_THREADS capped at the cores, else one per core)."
+    )
 
     def __post_init__(self) -> None:
         if not self.output_dir:  # TrainingArguments would silently fall back to ./trainer_output
@@ -115,6 +120,7 @@ class AdvTrainingArguments(TrainingArguments):
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
                 raise UsageError(f"invalid {name}={value}: must be a finite number")
+        self.threads = parse_threads(self.threads)  # type: ignore[assignment]
         if self.learning_rate <= 0:
             raise UsageError(f"invalid learning_rate={self.learning_rate}: must be positive")
         for name in ("seed", "data_seed"):

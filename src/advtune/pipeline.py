@@ -28,6 +28,8 @@ from .errors import UsageError
 from .methods import METHOD_STATE_FILE, Method, get_method_class
 from .modeling import load_model, load_tokenizer, resolve_model_path
 from .tasks import multiple_choice as mc
+from .threads import MachineProbe
+from .threads import apply as apply_threads
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -138,15 +140,41 @@ def _write_eval(run_dir: Path, task_name: str, split: str, metrics: dict, rows: 
 
 # ------------------------------------------------------------------------------------------ training
 class _StepTimer(TrainerCallback):
-    def __init__(self) -> None:
+    """Wall and process-CPU seconds of each training step, and the machine record of the training.
+
+    It applies the run's ``--threads`` when created (see :mod:`advtune.threads`). CPU step times sit
+    beside the wall ones because on a shared machine wall time follows the other jobs' load, so the
+    report compares methods by CPU time where both runs recorded it.
+    """
+
+    def __init__(self, threads: int | None = None) -> None:
         self.times: list[float] = []
-        self._t = 0.0
+        self.cpu_times: list[float] = []
+        self._t = self._c = 0.0
+        self._setting = apply_threads(threads)
+        self._probe = MachineProbe.start(self._setting)
+        self.machine: dict[str, Any] = {}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._probe = MachineProbe.start(self._setting)
 
     def on_step_begin(self, args, state, control, **kwargs):
-        self._t = time.perf_counter()
+        self._t, self._c = time.perf_counter(), time.process_time()
 
     def on_step_end(self, args, state, control, **kwargs):
         self.times.append(time.perf_counter() - self._t)
+        self.cpu_times.append(time.process_time() - self._c)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.machine = self._probe.finish()
+
+    def record(self) -> dict[str, Any]:
+        """The ``train_stats.json`` fields: median wall and CPU step time, threads and machine load."""
+        return {
+            "step_time_median_s": statistics.median(self.times) if self.times else None,
+            "step_cpu_time_median_s": statistics.median(self.cpu_times) if self.cpu_times else None,
+            "machine": self.machine or self._probe.finish(),
+        }
 
 
 class _RunClock(TrainerCallback, ExportableState):
@@ -352,7 +380,7 @@ def _train_and_save(out: Path, p: _Prepared, task_args, model_args, training_arg
     if main and p.method.embedding_scale is not None:  # measured by setup: record what the radii were scaled by
         config["method"]["embedding_scale"] = p.method.embedding_scale
         runs.write_json_atomic(out / runs.RUN_CONFIG, config)
-    timer = _StepTimer()
+    timer = _StepTimer(training_args.threads)
     earlier = checkpoints.Earlier.read(checkpoint)
     clock = _RunClock(earlier.runtime_s, keep=training_args.save_total_limit)
     eval_ds = next(iter(p.evals.values()), None)
@@ -387,7 +415,7 @@ def _train_and_save(out: Path, p: _Prepared, task_args, model_args, training_arg
             **stats,
             "global_step": trainer.state.global_step,
             "world_size": training_args.world_size,
-            "step_time_median_s": statistics.median(timer.times) if timer.times else None,
+            **timer.record(),
             "num_train_examples": len(p.train_ds),
         },
     )

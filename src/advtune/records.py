@@ -23,6 +23,7 @@ from typing import Any
 
 from . import runs
 from .errors import UsageError
+from .threads import mean_load
 
 BASELINE = "standard"
 """The method every other one is compared with (first in tables, ``Δ vs standard``)."""
@@ -147,6 +148,26 @@ class RunRecord:
     def train_stats(self) -> dict[str, Any]:
         f = self.path / "train_stats.json"
         return runs.read_json(f) if f.is_file() else {}
+
+    @property
+    def machine(self) -> dict[str, Any]:
+        """Threads and load of the training (``train_stats.json``'s ``machine``; empty for older runs)."""
+        m = self.train_stats.get("machine")
+        return m if isinstance(m, dict) else {}
+
+    @property
+    def threads(self) -> int | None:
+        return self.machine.get("threads")
+
+    @property
+    def train_load(self) -> float | None:
+        """Mean 1-minute load average over the training (start and end), None when not recorded."""
+        return mean_load(self.machine)
+
+    def step_s(self, cpu: bool = False) -> float | None:
+        """Median seconds per training step: process CPU time (``cpu``) or wall time; None if not recorded."""
+        value = self.train_stats.get("step_cpu_time_median_s" if cpu else "step_time_median_s")
+        return float(value) if isinstance(value, (int, float)) and value > 0 else None
 
     @cached_property
     def log_history(self) -> list[dict[str, Any]]:

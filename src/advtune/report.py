@@ -252,31 +252,76 @@ def attack_table(records: Sequence[RunRecord]) -> str | None:
 
 
 def step_time_table(records: Sequence[RunRecord]) -> str | None:
-    """Median training step time per method, its ratio to standard on the same task and seed, and the
-    wall/CPU seconds the bench recorded (CPU seconds stay comparable on a shared machine)."""
+    """Median training step time (wall and CPU) per method, its ratio to standard on the same task and seed
+    (see :func:`step_ratio`), and the wall/CPU seconds the bench recorded."""
     groups: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
     for r in records:
-        if r.train_stats.get("step_time_median_s"):
+        if r.step_s():
             groups[(r.task_label, r.method_label)].append(r)
     if not groups:
         return None
     rows = []
     for task in sorted({t for t, _ in groups}):
-        base = {r.seed: r.train_stats["step_time_median_s"] for r in groups.get((task, BASELINE), [])}
+        base = {r.seed: r for r in groups.get((task, BASELINE), [])}
         for m in method_order(m for t, m in groups if t == task):
             recs = groups[(task, m)]
-            t_med = summarize([r.train_stats["step_time_median_s"] for r in recs])[0]
-            ratios = [r.train_stats["step_time_median_s"] / base[r.seed] for r in recs if r.seed in base]
+            cpu = summarize([r.step_s(cpu=True) or math.nan for r in recs])
             timing = {k: summarize([r.cell.get("timings", {}).get(k, math.nan) for r in recs])
                       for k in ("train_cpu_s", "attack_wall_s", "attack_cpu_s")}  # fmt: skip
             rows.append([
-                task, m, f"{t_med:.3f}", f"{summarize(ratios)[0]:.2f}" if ratios else "–",
+                task, m, f"{summarize([r.step_s() for r in recs])[0]:.3f}", f"{cpu[0]:.3f}" if cpu[2] else "–",
+                ratio_cell(recs, base),
                 f"{summarize([r.train_stats.get('train_runtime') or math.nan for r in recs])[0]:.0f}",
                 *(f"{v[0]:.0f}" if v[2] else "–" for v in timing.values()),
             ])  # fmt: skip
-    header = ["task", "method", "step time (s, median)", f"ratio vs {BASELINE}", "train wall s", "train+eval CPU s",
-              "attack wall s", "attack CPU s"]  # fmt: skip
+    header = ["task", "method", "step time (s, median)", "step CPU s (median)", f"ratio vs {BASELINE}",
+              "train wall s", "train+eval CPU s", "attack wall s", "attack CPU s"]  # fmt: skip
     return _md_table(header, rows)
+
+
+RATIO_MARK = "†"
+LOAD_TOLERANCE = 0.25
+"""Two runs' mean 1-minute load averages may differ by this many runnable tasks per usable core before
+their step-time ratio is marked (on 2 cores: 0.5, about one core's worth of other work for half the run)."""
+RATIO_NOTE = (
+    f"Step-time ratios vs `{BASELINE}`: per-step process CPU time where both runs recorded it (wall time "
+    "otherwise), median over seeds of the ratio to the same seed's run. "
+    f"`{RATIO_MARK}`: not a measure of the method's cost, because in at least one seed the two runs used "
+    f"different thread counts or ran under loads differing by more than {LOAD_TOLERANCE} per core "
+    '(1-minute load average, mean of start and end; see the "All runs" table); '
+    "measure such methods side by side with `advtune bench --suite overhead`."
+)
+
+
+def step_ratio(run: RunRecord, base: RunRecord) -> tuple[float | None, bool]:
+    """``run``'s cost per training step relative to ``base``, and whether that ratio can be trusted.
+
+    CPU time where both runs recorded it: wall time follows the other jobs on a shared machine (the
+    demo once printed CAT 0.68 and FreeLB 6.05 for idle ratios of 2.42 and 2.90), CPU time much less.
+    Even CPU time moves with the load (threads spin while they wait for a busy core), so the ratio is
+    untrusted when the thread counts differ or the recorded loads differ by more than
+    :data:`LOAD_TOLERANCE` per core. Runs without a machine record (older runs) are not judged.
+    """
+    cpu = bool(run.step_s(cpu=True) and base.step_s(cpu=True))
+    a, b = run.step_s(cpu=cpu), base.step_s(cpu=cpu)
+    if a is None or b is None:
+        return None, True
+    if run.threads and base.threads and run.threads != base.threads:
+        return a / b, False
+    la, lb = run.train_load, base.train_load
+    cores = run.machine.get("usable_cpus") or base.machine.get("usable_cpus") or os.cpu_count() or 1
+    trusted = la is None or lb is None or abs(la - lb) <= LOAD_TOLERANCE * cores
+    return a / b, trusted
+
+
+def ratio_cell(recs: Sequence[RunRecord], base: dict[int, RunRecord]) -> str:
+    """Median over seeds of :func:`step_ratio`, marked with :data:`RATIO_MARK` when any seed's is untrusted."""
+    pairs = [step_ratio(r, base[r.seed]) for r in recs if r.seed in base]
+    ratios = [x for x, _ in pairs if x is not None]
+    if not ratios:
+        return "–"
+    mark = "" if all(ok for x, ok in pairs if x is not None) else RATIO_MARK
+    return f"{statistics.median(ratios):.2f}{mark}"
 
 
 def summary_rows(records: Sequence[RunRecord]) -> tuple[list[str], list[list[str]]]:
@@ -286,21 +331,16 @@ def summary_rows(records: Sequence[RunRecord]) -> tuple[list[str], list[list[str
         groups[(r.task_label, r.method_label)].append(r)
     rows = []
     for task in sorted({t for t, _ in groups}):
-        base = {r.seed: r.train_stats.get("step_time_median_s") for r in groups.get((task, BASELINE), [])}
+        base = {r.seed: r for r in groups.get((task, BASELINE), [])}
         for m in method_order(m for t, m in groups if t == task):
             recs = groups[(task, m)]
             split = next(iter(recs[0].splits), None)
             clean = [r.score(split) for r in recs if split and r.score(split) is not None]
             auas = [a for r in recs for a in [aua(next(iter(r.attack.values()), {}))] if a is not None]
-            ratios = [
-                r.train_stats["step_time_median_s"] / base[r.seed]
-                for r in recs
-                if r.train_stats.get("step_time_median_s") and base.get(r.seed)
-            ]
             name = recs[0].metric_name(split) if split else "–"
             rows.append([
                 task, m, len(recs), f"{name} ({split})", fmt_cell(clean) if clean else "–",
-                fmt_cell(auas) if auas else "–", f"{summarize(ratios)[0]:.2f}" if ratios else "–",
+                fmt_cell(auas) if auas else "–", ratio_cell(recs, base),
             ])  # fmt: skip
     header = ["task", "method", "seeds", "metric", "clean ×100", "AUA ×100", f"step-time ratio vs {BASELINE}"]
     return header, rows
@@ -312,7 +352,8 @@ def summary_table(records: Sequence[RunRecord]) -> str | None:
 
 
 def runs_table(records: Sequence[RunRecord]) -> str:
-    """Every run and split with its raw headline metric (×100): the numbers behind the summaries."""
+    """Every run and split with its raw headline metric (×100): the numbers behind the summaries, and the
+    machine each run trained on (threads, 1-minute load average at start → end, CPU seconds per wall second)."""
     rows = []
     for r in sorted(records, key=lambda r: (r.task_label, r.method_label, r.seed)):
         for split in r.splits:
@@ -327,10 +368,21 @@ def runs_table(records: Sequence[RunRecord]) -> str:
                     _pct(r.score(split)),
                     _pct(a),
                     f"{r.train_stats.get('step_time_median_s') or math.nan:.3f}",
+                    *_machine_cells(r.machine),
                     _rel(r.path),
                 ]
             )
-    return _md_table(["task", "split", "method", "seed", "metric", "value ×100", "AUA ×100", "step s", "run"], rows)
+    header = ["task", "split", "method", "seed", "metric", "value ×100", "AUA ×100", "step s", "threads",
+              "load 1m start → end", "CPU/wall", "run"]  # fmt: skip
+    return _md_table(header, rows)
+
+
+def _machine_cells(machine: dict[str, Any]) -> list[str]:
+    """Threads, load (start → end, 1-minute averages) and CPU/wall of a recorded phase; "–" where not recorded."""
+    loads = [m[0] if m else None for m in (machine.get("load_start"), machine.get("load_end"))]
+    load = "–" if None in loads else f"{loads[0]:.2f} → {loads[1]:.2f}"
+    ratio = machine.get("cpu_per_wall")
+    return [str(machine.get("threads", "–")), load, "–" if ratio is None else f"{ratio:.2f}"]
 
 
 def _pct(value: float | None) -> str:
@@ -473,7 +525,7 @@ def _setup_section(root: Path, records: Sequence[RunRecord]) -> list[str]:
 
 def _result_sections(records: Sequence[RunRecord]) -> list[str]:
     """The summary, one clean-results table per split position, then each table the runs have data for."""
-    lines = ["## Summary", "", summary_table(records) or "", ""]
+    lines = ["## Summary", "", summary_table(records) or "", "", RATIO_NOTE, ""]
     for i, split in enumerate(_split_names(records)):
         table = main_table(records, i)
         if table:
@@ -486,6 +538,7 @@ def _result_sections(records: Sequence[RunRecord]) -> list[str]:
     ):
         if table:
             lines += [f"## {title}", "", table, ""]
+            lines += [RATIO_NOTE, ""] if title == "Training cost" else []
     return lines
 
 

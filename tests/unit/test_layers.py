@@ -80,6 +80,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [  # top to bottom
             "advtune.distributed",
             "advtune.wrappers",  # the one unwrap (DDP / compile / PEFT)
             "advtune.errors",
+            "advtune.threads",  # --threads and the machine-load record of every run
             "advtune.evaluation.metrics",  # metric functions, needed by records to pick a headline metric
         ),
     ),

@@ -85,6 +85,7 @@ def attack_run(
     from ..modeling import resolve_model_path
     from ..pipeline import load_run, read_run
     from ..tasks import resolve_data_dir
+    from ..threads import MachineProbe
     from .synonyms import load_candidates
 
     recipe = _check_attack(attack, n)
@@ -117,6 +118,7 @@ def attack_run(
             runs.write_json_atomic(out_dir / SETTINGS, settings)
         fooler, encoder, tagger = _build(loaded, table, plan, recipe, similarity_model, batch_size, pos)
         attack_b = target.pair and not attack_first
+        probe = MachineProbe.start()  # threads and load of this part of the attack, recorded beside its timings
         metrics = _attack_and_write(fooler, ds, attack_b, out_dir, done, progress)
         metrics = {
             **{"task": target.name, "split": split, "run": str(run_dir), "attack": attack},
@@ -126,6 +128,7 @@ def attack_run(
             **{"candidates": table.name, "similarity_model": encoder.name, "candidate_check": recipe is None},
             "pos_check": tagger is not None and plan.pos_consistency,
             "resumed_examples": len(done),
+            "machine": probe.finish(),
         }
         runs.write_json_atomic(out_dir / runs.METRICS, metrics)
     metrics["out_dir"] = str(out_dir)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import sys
 
+from ..threads import HELP as THREADS_HELP
+from ..threads import apply as apply_threads
 from . import ArgumentParser
 
 
@@ -48,7 +50,9 @@ def main(argv: list[str]) -> int:
         action="store_true",
         help="replace an earlier attack in the output folder (else it is continued)",
     )
+    parser.add_argument("--threads", help=THREADS_HELP)
     args = parser.parse_args(argv)
+    apply_threads(args.threads)
 
     metrics = attack_run(
         args.run,

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from ..threads import HELP as THREADS_HELP
+from ..threads import apply as apply_threads
 from . import ArgumentParser
 
 
@@ -89,6 +91,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--dry-run", action="store_true", help="list the cells and their state, run nothing")
     parser.add_argument("--stop-on-error", action="store_true", help="stop at the first failing cell")
     _add_executor_flags(parser)
+    parser.add_argument("--threads", help=THREADS_HELP + "; every cell, and the overhead suite's processes")
     return parser
 
 
@@ -127,11 +130,13 @@ def _executor(args: argparse.Namespace) -> Any:
         cpus_per_cell=1.0 if args.cpus_per_cell is None else args.cpus_per_cell,
         gpus_per_cell=args.gpus_per_cell or 0.0,
         max_retries=2 if args.max_retries is None else args.max_retries,
+        threads=int(args.threads) if args.threads else None,  # --threads wins over the cell's CPUs
     )
 
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    setting = apply_threads(args.threads)
     from ..bench.suites import get_suite
 
     suite = get_suite(args.suite)
@@ -142,7 +147,7 @@ def main(argv: list[str]) -> int:
     if suite.kind == "overhead":
         if args.executor != "local":
             raise UsageError("the overhead suite measures in this process; --executor ray runs grids")
-        return _overhead(suite, out, args)
+        return _overhead(suite, out, args, setting["threads"] if args.threads else None)
     from ..bench.runner import build_grid, run_grid, write_bench_record
 
     training = _parse_set(args.set)
@@ -204,7 +209,7 @@ def _print_summary(out: Path, run_dirs: set[Path]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from ..report import collect_runs, summary_rows
+    from ..report import RATIO_MARK, RATIO_NOTE, collect_runs, summary_rows
 
     records = [r for r in collect_runs(out) if r.path in run_dirs]
     header, rows = summary_rows(records)
@@ -214,9 +219,11 @@ def _print_summary(out: Path, run_dirs: set[Path]) -> None:
     for row in rows:
         table.add_row(*map(str, row))
     Console(file=sys.stdout, width=140).print(table)
+    if any(str(row[-1]).endswith(RATIO_MARK) for row in rows):
+        print(RATIO_NOTE)
 
 
-def _overhead(suite, out: Path, args) -> int:
+def _overhead(suite, out: Path, args, threads: int | None = None) -> int:
     """The overhead suite: :func:`advtune.bench.overhead.measure_overhead` over every registered method."""
     import inspect
 
@@ -236,6 +243,8 @@ def _overhead(suite, out: Path, args) -> int:
     kwargs: dict[str, Any] = {**suite.training, **_parse_set(args.set)}
     if args.model:
         kwargs["model"] = args.model
+    if threads:
+        kwargs["threads"] = threads
     unknown = sorted(set(kwargs) - set(params))
     if unknown:
         raise UsageError(f"the overhead suite does not take {', '.join(unknown)} (it takes: {', '.join(params)})")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from ..threads import HELP as THREADS_HELP
+from ..threads import apply as apply_threads
 from . import ArgumentParser
 
 
@@ -23,7 +25,9 @@ def main(argv: list[str]) -> int:
         "--sample-seed", type=int, help="with --max-samples: a seeded random sample of N instead of the first N"
     )
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--threads", help=THREADS_HELP)
     args = parser.parse_args(argv)
+    apply_threads(args.threads)
 
     from rich.console import Console
     from rich.table import Table

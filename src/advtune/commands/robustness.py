@@ -10,6 +10,8 @@ from __future__ import annotations
 import sys
 
 from ..errors import UsageError
+from ..threads import HELP as THREADS_HELP
+from ..threads import apply as apply_threads
 from . import ArgumentParser
 
 
@@ -25,7 +27,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--step-size", type=float, default=5e-3, help="PGD step size α (default: 5e-3)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--data-dir", help="data folder (default: $ADVTUNE_DATA_DIR)")
+    parser.add_argument("--threads", help=THREADS_HELP)
     args = parser.parse_args(argv)
+    apply_threads(args.threads)
 
     from rich.console import Console
     from rich.table import Table

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from ..errors import UsageError
+from ..threads import HELP as THREADS_HELP
+from ..threads import apply as apply_threads
 from . import ArgumentParser
 
 
@@ -19,7 +21,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--span", type=float, default=1.0, help="grid covers [-span, span]^2 (default: 1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the directions and the batches")
     parser.add_argument("--data-dir", help="data folder (default: $ADVTUNE_DATA_DIR)")
+    parser.add_argument("--threads", help=THREADS_HELP)
     args = parser.parse_args(argv)
+    apply_threads(args.threads)  # a bad flag first: it needs no file
     _check(args)
     from ..surface import surface_for_run
 
