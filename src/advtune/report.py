@@ -750,9 +750,36 @@ def evidence_sections(records: Sequence[RunRecord], overheads: Sequence[Any] = (
             f">= {FLIP_MIN:g}; outputs move when the median |Δlogit| is >= {DLOGIT_MIN:g}; else no.",
             "",
         ]
+    vs = versus_table(records)
+    if vs:
+        lines += ["## TAT against VAT at the same settings", "", vs, ""]
     pairs = confused_pairs_tables(records)
     if pairs:
         lines += [f"## Most-confused label pairs of `{BASELINE}` (TAT Figure 1)", ""]
         for title, table in pairs:
             lines += [f"### {title}", "", table, ""]
     return lines
+
+
+def versus_table(records: Sequence[RunRecord], a: str = "vat", b: str = "tat") -> str | None:
+    """``b`` against ``a`` at the same settings (``tat`` vs ``vat``, ``tat-cpu`` vs ``vat-cpu``): the median
+    per-seed difference of the headline metric, each seed's paired test (McNemar for accuracy) and the
+    cross-seed randomization p. TAT is VAT plus a target: this isolates what the target adds."""
+    groups: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
+    for r in records:
+        groups[(r.task_label, r.method_label)].append(r)
+    rows = []
+    for task, label in sorted(groups):
+        if label != b and not label.startswith(f"{b}-"):
+            continue
+        other = groups.get((task, a + label[len(b) :]), [])
+        if not other:
+            continue
+        by_seed = {r.seed: r for r in other}
+        split = next(iter(other[0].splits), "")
+        pvals = [(r.seed, significance(by_seed[r.seed], r, split)) for r in groups[(task, label)] if r.seed in by_seed]
+        tests = ", ".join(f"seed {s}: {'–' if p is None else f'{p:.2g}'}" for s, p in sorted(pvals))
+        cell = _delta_cell(*(_by_seed(g, lambda r, s=split: r.score(s)) for g in (other, groups[(task, label)])))
+        rows.append([task, f"{label} vs {a + label[len(b) :]}", cell, tests])
+    header = ["task", "runs", "Δ headline metric ×100 (seeds; cross-seed p)", "paired test p per seed"]
+    return _md_table(header, rows) if rows else None

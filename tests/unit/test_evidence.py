@@ -17,7 +17,14 @@ from advtune.evaluation.significance import seed_randomization
 from advtune.methods.smoothness import output_shift
 from advtune.plots import confusion_differences
 from advtune.records import collect_runs, top_confused_pairs
-from advtune.report import build_report, confused_pairs_tables, evidence_table, learns, mechanism_table
+from advtune.report import (
+    build_report,
+    confused_pairs_tables,
+    evidence_table,
+    learns,
+    mechanism_table,
+    versus_table,
+)
 from tests.unit.test_smart_tat import _diag_step
 
 NAMES = ["card", "cash", "fee"]
@@ -168,6 +175,21 @@ def test_evidence_table_pairs_by_seed_and_drops_tasks_that_do_not_learn(tmp_path
         "| b (accuracy) | tat | +1.82 (3; p 0.25) | +2.00 (3; p 0.25) | – | – | ×4.00 (3) | ×1.80 |"
     ]  # step ratios 3, 4, 5
     assert len(notes) == 1 and notes[0].startswith("flat: left out, `standard` does not learn it (seed 1: acc 66.7")
+
+
+def test_tat_against_vat_pairs_runs_of_the_same_settings(tmp_path):
+    for seed in (1, 2):
+        make_run(tmp_path, "b", "vat", seed, predictions(30, STANDARD))
+        make_run(tmp_path, "b", "vat", seed, predictions(30, STANDARD), label="vat-cpu")
+        make_run(tmp_path, "b", "tat", seed, predictions(30, STANDARD))  # identical: McNemar p = 1
+        make_run(tmp_path, "b", "tat", seed, predictions(30, {(2, 0): 5}), label="tat-cpu")  # 11 fewer errors
+    make_run(tmp_path, "b", "tat", 1, predictions(30, STANDARD), label="tat-rel1")  # no vat-rel1: no row
+    rows = versus_table(collect_runs(tmp_path)).splitlines()[2:]
+    assert rows[0] == "| b | tat vs vat | +0.00 (2; p 1) | seed 1: 1, seed 2: 1 |"
+    assert rows[1].startswith(
+        "| b | tat-cpu vs vat-cpu | +10.00 (2; p 0.5) | seed 1: 0.00098, seed 2: 0.00098 |"
+    )  # 2 · 2^-11
+    assert len(rows) == 2
 
 
 def test_confusion_difference_figure_is_a_png_only_with_a_baseline(tmp_path):
