@@ -747,7 +747,8 @@ def evidence_sections(records: Sequence[RunRecord], overheads: Sequence[Any] = (
         lines += ["## Mechanism: did δ change the model's outputs?", "", mech, ""]
         lines += [
             f"Medians over each run's logged `diag/*` values. Verdict: labels flip when the median flip rate is "
-            f">= {FLIP_MIN:g}; outputs move when the median |Δlogit| is >= {DLOGIT_MIN:g}; else no.",
+            f">= {FLIP_MIN:g}; outputs move when the median |Δlogit| is >= {DLOGIT_MIN:g}; else no. Early in "
+            "training the logits are nearly tied and tiny δ flip labels: read the flip rate with |Δlogit|.",
             "",
         ]
     vs = versus_table(records)
