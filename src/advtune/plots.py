@@ -144,8 +144,8 @@ def confusion_differences(records: Sequence[RunRecord], fig_dir: Path, k: int = 
         diffs = {m: mats[m][0][labels][:, labels] - mats[BASELINE][0][labels][:, labels] for m in others}
         vmax = max(float(abs(d).max()) for d in diffs.values()) or 1.0
         fig, axes = plt.subplots(1, len(others), figsize=(3.6 * len(others) + 0.8, 3.8), squeeze=False)
-        for ax, m in zip(axes[0], others):
-            im = _difference_panel(ax, diffs[m], f"{m} − {BASELINE}", [names[i] for i in labels], vmax)
+        for n, (ax, m) in enumerate(zip(axes[0], others)):
+            im = _difference_panel(ax, diffs[m], f"{m} − {BASELINE}", [names[i] for i in labels], vmax, n == 0)
             for g, p in pairs:
                 ax.add_patch(plt.Rectangle((labels.index(p) - 0.5, labels.index(g) - 0.5), 1, 1, fill=False, lw=1.5))
         axes[0][0].set_ylabel("gold")
@@ -158,13 +158,14 @@ def confusion_differences(records: Sequence[RunRecord], fig_dir: Path, k: int = 
     return figures
 
 
-def _difference_panel(ax, d, title: str, names: Sequence[str], vmax: float):
+def _difference_panel(ax, d, title: str, names: Sequence[str], vmax: float, y_names: bool):
+    """One method's difference matrix; the gold names only on the first panel, so panels do not overlap."""
     im = ax.imshow(d, cmap="RdBu_r", vmin=-vmax, vmax=vmax)
     ax.set_title(title, fontsize=9)
     ax.set_xlabel("predicted")
     short = [str(n)[:14] for n in names]
     ax.set_xticks(range(len(names)), short, rotation=45, ha="right", fontsize=7)
-    ax.set_yticks(range(len(names)), short, fontsize=7)
+    ax.set_yticks(range(len(names)), short if y_names else [], fontsize=7)
     for i in range(len(names)):
         for j in range(len(names)):
             ax.text(j, i, f"{d[i, j]:+.1f}" if d[i, j] else "0", ha="center", va="center", fontsize=6)
