@@ -586,7 +586,7 @@ def learns(base: Sequence[RunRecord]) -> tuple[bool, str]:
             continue
         gold, pred = [row["gold"] for row in rows], [row["pred"] for row in rows]
         if r.config.get("label_names") is None:  # regression
-            stat, p = pearsonr(pred, gold) if len(set(pred)) > 1 else (0.0, 1.0)
+            stat, p = (float(v) for v in pearsonr(pred, gold)) if len(set(pred)) > 1 else (0.0, 1.0)
             ok, what = stat >= 0.1 and p < LEARN_P, f"r {stat:.2f}"
         else:
             top = max(set(gold), key=gold.count)
@@ -594,7 +594,7 @@ def learns(base: Sequence[RunRecord]) -> tuple[bool, str]:
             p = mcnemar([g == q for g, q in zip(gold, pred)], [g == top for g in gold])[1]
             what = f"acc {acc * 100:.1f} vs constant {const * 100:.1f}"
             ok = acc >= const + LEARN_MARGIN and p < LEARN_P
-        wins += ok
+        wins += bool(ok)
         details.append(f"seed {r.seed}: {what}, p {p:.2g}")
     return wins > len(details) / 2, "; ".join(details) or "no predictions"
 

@@ -160,6 +160,19 @@ def test_learns_needs_a_significant_margin_over_the_constant_predictor(tmp_path)
     assert learns([ok])[0] is True
 
 
+def test_learns_on_regression_needs_a_significant_correlation(tmp_path):
+    from tests.unit.test_report import fabricate_run
+
+    run = fabricate_run(tmp_path, "stsb", "standard", 1, 0.9, task="stsb", regression=True)  # pred = gold ± 1
+    flat = fabricate_run(tmp_path, "stsb-flat", "standard", 1, 0.0, task="stsb", regression=True)
+    rows = runs.read_jsonl(runs.eval_dir(flat, "stsb", "validation") / "predictions.jsonl")
+    runs.write_jsonl_atomic(runs.eval_dir(flat, "stsb", "validation") / "predictions.jsonl",
+                            [{**r, "pred": 2.5} for r in rows])  # fmt: skip
+    good, const = sorted(collect_runs(tmp_path), key=lambda r: r.task_label)
+    assert good.path == run and learns([good])[0] is True and learns([good])[1].startswith("seed 1: r 0.")
+    assert learns([const]) == (False, "seed 1: r 0.00, p 1")
+
+
 def test_evidence_table_pairs_by_seed_and_drops_tasks_that_do_not_learn(tmp_path):
     for seed in (1, 2, 3):
         make_run(tmp_path, "b", "standard", seed, predictions(30, STANDARD), aua=0.2, ood=0.7, lmax=0.5, step_s=1.0)
