@@ -1,6 +1,7 @@
 """PNG figures for ``advtune report`` (matplotlib, Agg backend), drawn from saved JSON only.
 
 * confusion matrices of every method side by side (TAT, Figure 1: x = predicted, y = gold),
+* each method's confusion minus standard's on standard's most-confused label pairs (TAT, Figure 1),
 * accuracy and accuracy under attack against a method hyper-parameter such as λ (PEAFT, Figure 2a),
 * accuracy under attack against the number of training epochs (PEAFT, Figure 2b),
 * dev metric after each epoch per method (from ``log_history.json``),
@@ -116,6 +117,58 @@ def _confusion_panel(ax, m, method: str, n_seeds: int, labels: Sequence[str], vm
         for j in range(k):
             color = "white" if m[i, j] > vmax / 2 else "black"
             ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=7, color=color)
+    return im
+
+
+def confusion_differences(records: Sequence[RunRecord], fig_dir: Path, k: int = 5) -> list[Figure]:
+    """TAT Figure 1 view, one figure per task: each method's confusion matrix minus ``standard``'s (means
+    over seeds) on the labels of standard's ``k`` most-confused pairs; blue = fewer examples than standard,
+    and those ``k`` cells are outlined, so a method that removes exactly those errors shows blue boxes."""
+    from .records import BASELINE, mean_confusions, top_confused_pairs
+
+    plt = _plt()
+    figures = []
+    by_task: dict[str, list[RunRecord]] = defaultdict(list)
+    for r in records:
+        if r.config.get("label_names") and r.splits:
+            by_task[r.task_label].append(r)
+    for task, recs in sorted(by_task.items()):
+        names = list(recs[0].config["label_names"])
+        split = next(iter(recs[0].splits))
+        mats = mean_confusions(recs, split, len(names))
+        others = [m for m in method_order(mats) if m != BASELINE]
+        pairs = top_confused_pairs(mats[BASELINE][0], k) if BASELINE in mats else []
+        if not pairs or not others:
+            continue
+        labels = list(dict.fromkeys(i for pair in pairs for i in pair))
+        diffs = {m: mats[m][0][labels][:, labels] - mats[BASELINE][0][labels][:, labels] for m in others}
+        vmax = max(float(abs(d).max()) for d in diffs.values()) or 1.0
+        fig, axes = plt.subplots(1, len(others), figsize=(3.6 * len(others) + 0.8, 3.8), squeeze=False)
+        for n, (ax, m) in enumerate(zip(axes[0], others)):
+            im = _difference_panel(ax, diffs[m], f"{m} − {BASELINE}", [names[i] for i in labels], vmax, n == 0)
+            for g, p in pairs:
+                ax.add_patch(plt.Rectangle((labels.index(p) - 0.5, labels.index(g) - 0.5), 1, 1, fill=False, lw=1.5))
+        axes[0][0].set_ylabel("gold")
+        fig.colorbar(im, ax=list(axes[0]), shrink=0.8, label="examples vs standard (mean over seeds)")
+        fig.suptitle(
+            f"Confusion difference on standard's top-{len(pairs)} confused pairs, {task} ({split})", fontsize=10
+        )
+        path = _save(fig, fig_dir / f"confusion_difference_{_slug(task)}.png")
+        figures.append((f"Confusion difference vs standard: {task} ({split})", path))
+    return figures
+
+
+def _difference_panel(ax, d, title: str, names: Sequence[str], vmax: float, y_names: bool):
+    """One method's difference matrix; the gold names only on the first panel, so panels do not overlap."""
+    im = ax.imshow(d, cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("predicted")
+    short = [str(n)[:14] for n in names]
+    ax.set_xticks(range(len(names)), short, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(len(names)), short if y_names else [], fontsize=7)
+    for i in range(len(names)):
+        for j in range(len(names)):
+            ax.text(j, i, f"{d[i, j]:+.1f}" if d[i, j] else "0", ha="center", va="center", fontsize=6)
     return im
 
 
@@ -290,6 +343,7 @@ def all_figures(records: Sequence[RunRecord], overheads: Sequence[Any], fig_dir:
     fig_dir = Path(fig_dir)
     return [
         *confusion_matrices(records, fig_dir),
+        *confusion_differences(records, fig_dir),
         *sweep_figures(records, fig_dir),
         *epoch_curves(records, fig_dir),
         *overhead_figures(overheads, fig_dir),

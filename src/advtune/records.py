@@ -174,6 +174,17 @@ class RunRecord:
         f = self.path / "log_history.json"
         return runs.read_json(f) if f.is_file() else []
 
+    @cached_property
+    def diagnostics(self) -> dict[str, list[float]]:
+        """``diag/<name> -> logged values`` from ``log_history.json``: the mechanism diagnostics of VAT, SMART,
+        TAT and R3F (each logged value is the mean over the diagnosed steps of one logging window)."""
+        out: dict[str, list[float]] = {}
+        for entry in self.log_history:
+            for key, value in entry.items() if isinstance(entry, dict) else ():
+                if key.startswith("diag/") and isinstance(value, (int, float)) and value == value:  # NaN: no value
+                    out.setdefault(key, []).append(float(value))
+        return out
+
     def predictions(self, split: str) -> list[dict[str, Any]]:
         f = runs.eval_dir(self.path, self.task, split) / "predictions.jsonl"
         return runs.read_jsonl(f) if f.is_file() else []
@@ -197,6 +208,35 @@ def overhead_rows(data: Any) -> list[dict[str, Any]]:
     if isinstance(data, dict):
         data = [{"method": k, **v} for k, v in data.items() if isinstance(v, dict)]
     return [dict(r) for r in data if isinstance(r, dict)] if isinstance(data, list) else []
+
+
+def mean_confusions(records: Iterable[RunRecord], split: str, k: int) -> dict[str, tuple[Any, int]]:
+    """Per method label, the confusion matrix (rows gold, columns predicted) of ``split`` averaged over
+    its seeds and the number of seeds, from ``predictions.jsonl`` (runs without predictions are left out)."""
+    import numpy as np
+
+    sums: dict[str, Any] = {}
+    seeds: dict[str, int] = {}
+    for r in records:
+        rows = r.predictions(split)
+        if not rows:
+            continue
+        m = sums.setdefault(r.method_label, np.zeros((k, k), dtype=np.float64))
+        seeds[r.method_label] = seeds.get(r.method_label, 0) + 1
+        for row in rows:
+            g, p = int(row["gold"]), int(row["pred"])
+            if 0 <= g < k and 0 <= p < k:
+                m[g, p] += 1
+    return {name: (m / seeds[name], seeds[name]) for name, m in sums.items()}
+
+
+def top_confused_pairs(matrix: Any, k: int) -> list[tuple[int, int]]:
+    """The ``k`` off-diagonal cells (gold, predicted) with the most errors, most first (ties: lower index
+    first); cells with no error are never returned. TAT's Figure 1 reads which of these a method removes."""
+    n = len(matrix)
+    cells = [(float(matrix[g][p]), g, p) for g in range(n) for p in range(n) if g != p and matrix[g][p] > 0]
+    cells.sort(key=lambda c: (-c[0], c[1], c[2]))
+    return [(g, p) for _, g, p in cells[:k]]
 
 
 # ------------------------------------------------------------------------------------------ collecting

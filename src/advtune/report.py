@@ -484,6 +484,7 @@ def build_report(root: str | Path, out: str | Path | None = None, plots: bool = 
     lines = _setup_section(root, records)
     if records:
         lines += _result_sections(records)
+        lines += evidence_sections(records, [runs.read_json(f) for f in overhead_files])
     lines += _overhead_sections(root, overhead_files)
     if plots:
         lines += _figure_section(records, overhead_files, out)
@@ -577,3 +578,262 @@ def _split_names(records: Sequence[RunRecord]) -> list[str]:
             elif s not in names[i].split("/"):
                 names[i] += f"/{s}"
     return names
+
+
+# ------------------------------------------------------------------------------------------ evidence (issue 17)
+FLIP_MIN = 0.01
+"""δ "changes predictions" when its median ``diag/flip_rate`` is at least this share of examples."""
+DLOGIT_MIN = 1e-3
+"""δ "moves the outputs" when its median ``diag/abs_dlogit`` is at least this (logits or regression output)."""
+LEARN_MARGIN = 0.02
+"""A classification backbone learns when its accuracy beats the best constant predictor by this margin..."""
+LEARN_P = 0.05
+"""...and McNemar against that constant predictor (regression: Pearson's test) gives p below this, in most seeds."""
+TOP_PAIRS = 5
+"""TAT Figure 1 analysis: the number of most-confused (gold, predicted) pairs of the standard model."""
+
+
+def mechanism_verdict(diag: dict[str, list[float]]) -> str:
+    """Whether δ changed the model's outputs, from a run's logged ``diag/*`` (medians over the log)."""
+    flips, dlogit = diag.get("diag/flip_rate"), diag.get("diag/abs_dlogit")
+    if flips and statistics.median(flips) >= FLIP_MIN:
+        return "yes: flips labels"
+    if dlogit and statistics.median(dlogit) >= DLOGIT_MIN:
+        return "moves outputs, no label flips" if flips else "moves outputs"
+    return "no" if dlogit or flips else "–"
+
+
+def mechanism_table(records: Sequence[RunRecord]) -> str | None:
+    """Per run with mechanism diagnostics: medians of the logged ``diag/*`` values and the verdict."""
+    keys = ("diag/sym_kl", "diag/abs_dlogit", "diag/flip_rate", "diag/target_gain")
+    rows = []
+    for r in sorted(records, key=lambda r: (r.task_label, r.method_label, r.seed)):
+        diag = r.diagnostics
+        if not diag:
+            continue
+        cells = [f"{statistics.median(diag[k]):.3g}" if diag.get(k) else "–" for k in keys]
+        n = max(len(v) for v in diag.values())
+        rows.append([r.task_label, r.method_label, r.seed, n, *cells, mechanism_verdict(diag)])
+    if not rows:
+        return None
+    header = ["task", "method", "seed", "diag logs", "median sym KL", "median |Δlogit|", "median flip rate",
+              "median target gain", "δ changed outputs?"]  # fmt: skip
+    return _md_table(header, rows)
+
+
+def learns(base: Sequence[RunRecord]) -> tuple[bool, str]:
+    """Whether ``standard`` learns a task (its runs ``base``), with the reason in words.
+
+    Classification: accuracy on the first split beats the best constant predictor (the most frequent gold
+    label of that split) by :data:`LEARN_MARGIN` and McNemar against it gives p < :data:`LEARN_P`, in more
+    than half of the seeds. Regression: Pearson r >= 0.1 with p < :data:`LEARN_P` in most seeds.
+    """
+    from scipy.stats import pearsonr
+
+    from .evaluation.significance import mcnemar
+
+    wins, details = 0, []
+    for r in base:
+        rows = r.predictions(next(iter(r.splits), ""))
+        if not rows:
+            continue
+        gold, pred = [row["gold"] for row in rows], [row["pred"] for row in rows]
+        if r.config.get("label_names") is None:  # regression
+            stat, p = (float(v) for v in pearsonr(pred, gold)) if len(set(pred)) > 1 else (0.0, 1.0)
+            ok, what = stat >= 0.1 and p < LEARN_P, f"r {stat:.2f}"
+        else:
+            top = max(set(gold), key=gold.count)
+            acc, const = sum(g == q for g, q in zip(gold, pred)) / len(gold), gold.count(top) / len(gold)
+            p = mcnemar([g == q for g, q in zip(gold, pred)], [g == top for g in gold])[1]
+            what = f"acc {acc * 100:.1f} vs constant {const * 100:.1f}"
+            ok = acc >= const + LEARN_MARGIN and p < LEARN_P
+        wins += bool(ok)
+        details.append(f"seed {r.seed}: {what}, p {p:.2g}")
+    return wins > len(details) / 2, "; ".join(details) or "no predictions"
+
+
+def confused_pairs_tables(records: Sequence[RunRecord], k: int = TOP_PAIRS) -> list[tuple[str, str]]:
+    """TAT Figure 1 analysis, per classification task: the ``k`` (gold → predicted) pairs ``standard``
+    confuses most and how many of exactly those errors each other method removes (means over seeds;
+    positive = fewer errors than standard)."""
+    from .records import mean_confusions, top_confused_pairs
+
+    by_task: dict[str, list[RunRecord]] = defaultdict(list)
+    for r in records:
+        if r.config.get("label_names") and r.splits:
+            by_task[r.task_label].append(r)
+    out = []
+    for task, recs in sorted(by_task.items()):
+        names = list(recs[0].config["label_names"])
+        split = next(iter(recs[0].splits))
+        mats = mean_confusions(recs, split, len(names))
+        if BASELINE not in mats:
+            continue
+        base = mats[BASELINE][0]
+        pairs = top_confused_pairs(base, k)
+        others = [m for m in method_order(mats) if m != BASELINE]
+        if not pairs or not others:
+            continue
+        rows = [[f"{names[g]} → {names[p]}", f"{base[g, p]:.1f}", *(f"{base[g, p] - mats[m][0][g, p]:+.1f}"
+                 for m in others)] for g, p in pairs]  # fmt: skip
+        total = [sum(float(mats[m][0][g, p]) for g, p in pairs) for m in (BASELINE, *others)]
+        rows.append([f"top-{len(pairs)} total", f"{total[0]:.1f}", *(f"{total[0] - t:+.1f}" for t in total[1:])])
+        header = ["gold → predicted", f"{BASELINE} errors ({mats[BASELINE][1]} seeds)",
+                  *(f"removed by {m} ({mats[m][1]})" for m in others)]  # fmt: skip
+        out.append((f"{task} ({split})", _md_table(header, rows)))
+    return out
+
+
+def _by_seed(recs: Sequence[RunRecord], value: Any) -> dict[int, float]:
+    out = {}
+    for r in recs:
+        v = value(r)
+        if v is not None and not math.isnan(v):
+            out[r.seed] = float(v)
+    return out
+
+
+def _transfer_accuracy(r: RunRecord) -> float | None:
+    """Mean accuracy of a run's zero-shot evaluations on other tasks (SST-2 → the review domains)."""
+    accs = [runs.read_json(f).get("accuracy") for f in sorted((r.path / "eval").glob("*/metrics.json"))
+            if f.parent.name.split(".", 1)[0] != r.task]  # fmt: skip
+    accs = [float(a) for a in accs if isinstance(a, (int, float))]
+    return statistics.mean(accs) if accs else None
+
+
+def _delta_lmax(r: RunRecord) -> float | None:
+    for f in r.json_files("robustness"):
+        v = runs.read_json(f).get("median_delta_loss")
+        if isinstance(v, (int, float)):
+            return float(v)
+    return None
+
+
+def _delta_cell(base: dict[int, float], meth: dict[int, float], scale: float = 100.0, mark: str = "") -> str:
+    """Median over shared seeds of (method − standard), the mark, the number of seeds and the cross-seed p."""
+    from .evaluation.significance import seed_randomization
+
+    seeds = sorted(set(base) & set(meth))
+    if not seeds:
+        return "–"
+    a, b = [base[s] for s in seeds], [meth[s] for s in seeds]
+    d = statistics.median(y - x for x, y in zip(a, b)) * scale
+    p = f"; p {seed_randomization(a, b):.2g}" if len(seeds) > 1 else ""
+    return f"{d:+.2f}{mark} ({len(seeds)}{p})" if scale != 1.0 else f"{d:+.3g}{mark} ({len(seeds)}{p})"
+
+
+def _ratio_cell(base: dict[int, float], meth: dict[int, float]) -> str:
+    ratios = [meth[s] / base[s] for s in sorted(set(base) & set(meth)) if base[s]]
+    return f"×{statistics.median(ratios):.2f} ({len(ratios)})" if ratios else "–"
+
+
+EVIDENCE_COLUMNS = ("Δ clean ×100", "Δ AUA ×100", "Δ ΔL_max", "Δ out-of-domain acc ×100", "step-time ratio",
+                    "memory ratio")  # fmt: skip
+
+
+def _evidence_row(recs: Sequence[RunRecord], base: Sequence[RunRecord], memory: dict[str, float]) -> list[str]:
+    """One method's changes against ``standard`` on one task (see :func:`evidence_table`)."""
+    split = next(iter(base[0].splits), "")
+
+    def pair(value: Any) -> tuple[dict[int, float], dict[int, float]]:
+        return _by_seed(base, value), _by_seed(recs, value)
+
+    def attack(r: RunRecord) -> float | None:
+        return aua(r.attack.get(split) or next(iter(r.attack.values()), {}))
+
+    mem = memory.get(recs[0].method)
+    return [
+        _delta_cell(*pair(lambda r: r.score(split)), mark=_mark(recs, base, 0)),
+        _delta_cell(*pair(attack)),
+        _delta_cell(*pair(_delta_lmax), scale=1.0),
+        _delta_cell(*pair(_transfer_accuracy)),
+        _ratio_cell(*pair(lambda r: r.train_stats.get("step_time_median_s"))),
+        f"×{mem:.2f}" if mem else "–",
+    ]
+
+
+def evidence_table(records: Sequence[RunRecord], overheads: Sequence[Any] = ()) -> tuple[str | None, list[str]]:
+    """The one table to choose a method from: per task where ``standard`` learns (:func:`learns`) and per
+    method, the change against ``standard`` of every measurement, paired by seed; and the notes on the
+    tasks left out. Memory ratios come from the overhead suite (``overhead.json``, ``mem_ratio``)."""
+    groups: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
+    for r in records:
+        groups[(r.task_label, r.method_label)].append(r)
+    memory = {row["method"]: float(row["mem_ratio"]) for data in overheads for row in overhead_rows(data)
+              if isinstance(row.get("mem_ratio"), (int, float)) and "method" in row}  # fmt: skip
+    rows, notes = [], []
+    for task in sorted({t for t, _ in groups}):
+        base = groups.get((task, BASELINE), [])
+        if not base:
+            notes.append(f"{task}: left out, no `{BASELINE}` run to compare with")
+            continue
+        ok, why = learns(base)
+        if not ok:
+            notes.append(f"{task}: left out, `{BASELINE}` does not learn it ({why})")
+            continue
+        metric = base[0].metric_name(next(iter(base[0].splits), "")) or "?"
+        for m in method_order(m for t, m in groups if t == task):
+            if m != BASELINE:
+                rows.append([f"{task} ({metric})", m, *_evidence_row(groups[(task, m)], base, memory)])
+    return (_md_table(["task", "method", *EVIDENCE_COLUMNS], rows) if rows else None), notes
+
+
+def evidence_sections(records: Sequence[RunRecord], overheads: Sequence[Any] = ()) -> list[str]:
+    """Report sections of issue 17: the evidence table, the mechanism table and TAT's Figure 1 analysis."""
+    lines: list[str] = []
+    table, notes = evidence_table(records, overheads)
+    if table or notes:
+        lines += ["## Evidence: change against `standard`", "", table or "No task where the backbone learns.", ""]
+        lines += [f"- {n}" for n in notes] + ([""] if notes else [])
+        lines += [
+            "Each cell: median over seeds of (method − standard) on the same seed, then `*` (clean only: the "
+            "paired test on the same examples gives p < 0.05 in most seeds), the number of seeds and `p`, the "
+            "paired randomization test across seeds (its floor is 2/2^seeds: 0.25 with 3 seeds, so it needs 6 "
+            "seeds to reach 0.05). ΔL_max: lower is more robust. Ratios: method / standard. `–`: not measured.",
+            f"A task is kept when `{BASELINE}` learns it: accuracy at least {LEARN_MARGIN * 100:g} points above "
+            f"the best constant predictor and McNemar p < {LEARN_P} against it (regression: Pearson r >= 0.1, "
+            f"p < {LEARN_P}), in most seeds. Budget: the data table in Setup and the training-cost table.",
+            "",
+        ]
+    mech = mechanism_table(records)
+    if mech:
+        lines += ["## Mechanism: did δ change the model's outputs?", "", mech, ""]
+        lines += [
+            f"Medians over each run's logged `diag/*` values. Verdict: labels flip when the median flip rate is "
+            f">= {FLIP_MIN:g}; outputs move when the median |Δlogit| is >= {DLOGIT_MIN:g}; else no. Early in "
+            "training the logits are nearly tied and tiny δ flip labels: read the flip rate with |Δlogit|.",
+            "",
+        ]
+    vs = versus_table(records)
+    if vs:
+        lines += ["## TAT against VAT at the same settings", "", vs, ""]
+    pairs = confused_pairs_tables(records)
+    if pairs:
+        lines += [f"## Most-confused label pairs of `{BASELINE}` (TAT Figure 1)", ""]
+        for title, table in pairs:
+            lines += [f"### {title}", "", table, ""]
+    return lines
+
+
+def versus_table(records: Sequence[RunRecord], a: str = "vat", b: str = "tat") -> str | None:
+    """``b`` against ``a`` at the same settings (``tat`` vs ``vat``, ``tat-cpu`` vs ``vat-cpu``): the median
+    per-seed difference of the headline metric, each seed's paired test (McNemar for accuracy) and the
+    cross-seed randomization p. TAT is VAT plus a target: this isolates what the target adds."""
+    groups: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
+    for r in records:
+        groups[(r.task_label, r.method_label)].append(r)
+    rows = []
+    for task, label in sorted(groups):
+        if label != b and not label.startswith(f"{b}-"):
+            continue
+        other = groups.get((task, a + label[len(b) :]), [])
+        if not other:
+            continue
+        by_seed = {r.seed: r for r in other}
+        split = next(iter(other[0].splits), "")
+        pvals = [(r.seed, significance(by_seed[r.seed], r, split)) for r in groups[(task, label)] if r.seed in by_seed]
+        tests = ", ".join(f"seed {s}: {'–' if p is None else f'{p:.2g}'}" for s, p in sorted(pvals))
+        cell = _delta_cell(*(_by_seed(g, lambda r, s=split: r.score(s)) for g in (other, groups[(task, label)])))
+        rows.append([task, f"{label} vs {a + label[len(b) :]}", cell, tests])
+    header = ["task", "runs", "Δ headline metric ×100 (seeds; cross-seed p)", "paired test p per seed"]
+    return _md_table(header, rows) if rows else None

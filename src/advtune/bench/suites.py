@@ -289,6 +289,112 @@ PEAFT_FIG2 = Suite(
     attack={"n": 200},
 )
 
+# ---------------------------------------------------------------- issue 17: where each mechanism can act
+# Radii in relative units (``adv_radius_unit: relative``, docs/adapters.md): L-inf radii and per-entry noise
+# are multiples of MiniLM's mean |embedding entry| (0.0434), FreeLB's L2 radius of its mean row norm (1.066).
+SWEEP_RADII = (1e-3, 1e-2, 0.1, 0.3, 1.0)
+"""VAT/TAT grid of relative σ = ε above the papers' point, which is the plain ``vat``/``tat`` cell (absolute
+1e-5 = relative 2.3e-4 on MiniLM); 1.0 is a δ whose every entry is as large as an average embedding entry."""
+FREELB_SWEEP_RADII = (0.5, 1.0, 2.0)
+"""FreeLB's relative L2 ε above the paper's point, the plain ``freelb`` cell (0.15 = relative 0.1408 on
+MiniLM); 2.0 is a δ twice as long as an average token embedding."""
+CPU_ENCODER_RADIUS = 0.1
+"""PROVISIONAL relative σ = ε of the "cpu-encoder" preset, a placeholder until ``radius-sweep`` has run:
+replace it by the smallest radius of :data:`SWEEP_RADII` whose runs show ``diag/flip_rate`` above 1%."""
+
+
+def smoothness_radius(r: float, step_ratio: float) -> dict[str, Any]:
+    """A VAT/SMART/TAT preset at relative radius ``r`` (σ = ε = r), keeping the paper's η/ε ratio
+    (VAT/SMART: 1e-3 / 1e-5 = 100; TAT: 1e-4 / 1e-5 = 10), so only the size of δ changes."""
+    return {"adv_radius_unit": "relative", "adv_init_scale": r, "adv_epsilon": r, "adv_step_size": r * step_ratio}
+
+
+_STEP_RATIO = {"vat": 100.0, "smart": 100.0, "tat": 10.0}
+_DIAG = {"adv_diagnostics_every": 5}  # 5: twice the diag points of the default, one no-grad forward each
+
+RADIUS_SWEEP = Suite(
+    name="radius-sweep",
+    description="VAT and TAT (FreeLB for comparison) on an SST-2 subset over relative radii: relative σ = ε in "
+    f"2.3e-4 (the papers' 1e-5 on MiniLM: the plain cells), {', '.join(f'{r:g}' for r in SWEEP_RADII)}; FreeLB "
+    f"relative L2 ε in 0.1408 (the paper's), {', '.join(f'{r:g}' for r in FREELB_SWEEP_RADII)}; diag/* say where δ "
+    "starts to change predictions",
+    tasks=(
+        TaskSpec(
+            "sst2",
+            "sst2-2k-1ep",
+            {"max_train_samples": 2000, "max_length": 64, "num_train_epochs": 1},
+            "2,000 of 67,349 train examples (seeded), max length 64, 1 epoch; full dev (872); "
+            "attack on the first 200 dev examples; zero-shot on 500 seeded reviews per domain",
+            transfer=("books", "dvd", "electronics", "kitchen"),
+            transfer_samples=500,
+        ),
+    ),
+    methods=("standard", "vat", "tat", "freelb"),
+    seeds=(1,),
+    training={**_CPU_TRAINING, "per_device_train_batch_size": 16},  # the demo's budget: 125 steps
+    method_overrides={"vat": _DIAG, "tat": _DIAG},
+    variants={
+        **{
+            m: tuple(Variant(f"rel{r:g}", smoothness_radius(r, _STEP_RATIO[m])) for r in SWEEP_RADII)
+            for m in ("vat", "tat")
+        },
+        "freelb": tuple(
+            Variant(
+                f"rel{r:g}",
+                {"adv_radius_unit": "relative", "adv_epsilon": r, "adv_init_scale": r, "adv_step_size": r / 5},
+            )
+            for r in FREELB_SWEEP_RADII
+        ),
+    },
+    attack={"n": 200},
+)
+
+MANYCLASS_BUDGET_NOTE = (
+    "one core, standard at batch 32 x length 32: 1.1 s CPU per step (BANKING77, 300 steps: 370 s CPU in all); "
+    "SMART costs about 3.5 standard steps, so a <= 15 min cell trains about 190 steps: 1 epoch of ~6,000 examples"
+)
+"""The calibration behind the intent tasks' subsets (one timed cell; the adversarial factors are estimates)."""
+
+_MANYCLASS_TASKS = (
+    *(
+        TaskSpec(
+            task,
+            f"{task}-len32",
+            {"max_length": 32, "train_fraction_per_label": fraction, "num_train_epochs": 1, "eval_splits": "test"},
+            f"{fraction:g} of each label of the {n} train examples (seeded, about {kept}), 1 epoch, max length 32; "
+            f"full test ({test}); budget: {MANYCLASS_BUDGET_NOTE}",
+        )
+        for task, fraction, n, kept, test in (
+            ("banking77", 0.6, "10,003", "6,000", "3,080"),
+            ("hwu64", 0.7, "8,884", "6,200", "1,076"),
+            ("clinc150", 0.4, "15,000", "6,000", "4,500 in-scope"),
+        )
+    ),
+    TaskSpec(
+        "stsb",
+        "stsb-1k",
+        {"max_train_samples": 1000, "max_length": 64, "max_eval_samples": 500, "num_train_epochs": 2},
+        "1,000 of 5,749 train examples, 2 epochs (63 steps), max length 64; first 500 of 1,500 dev; TAT: 10 bins",
+    ),
+)
+
+TAT_MANYCLASS = Suite(
+    name="tat-manyclass",
+    description="TAT vs VAT, SMART and standard where TAT's target can differ from 'the other label': BANKING77, "
+    "HWU64, CLINC150 (max length 32) and STS-B (TAT's 10 regression bins), 3 seeds, at the papers' settings and "
+    f"at the cpu-encoder preset (variant 'cpu': relative σ = ε = {CPU_ENCODER_RADIUS:g}, PROVISIONAL until the "
+    "radius-sweep suite has chosen it)",
+    tasks=_MANYCLASS_TASKS,
+    methods=("standard", "vat", "smart", "tat"),
+    seeds=(1, 2, 3),
+    training={**_CPU_TRAINING, "learning_rate": 1e-4},
+    method_overrides={"vat": _DIAG, "smart": _DIAG, "tat": {**_DIAG, "adv_regression_bins": 10}},
+    variants={
+        m: (Variant("cpu", smoothness_radius(CPU_ENCODER_RADIUS, _STEP_RATIO[m])),) for m in ("vat", "smart", "tat")
+    },
+    attack={"n": 200},
+)
+
 OVERHEAD = Suite(
     name="overhead",
     description="step time and peak memory of every method relative to standard fine-tuning",
@@ -297,7 +403,10 @@ OVERHEAD = Suite(
     kind="overhead",
 )
 
-SUITES: dict[str, Suite] = {s.name: s for s in (DEMO, GLUE_SMALL, INTENT, PAPER, PEAFT_TABLE1, PEAFT_FIG2, OVERHEAD)}
+SUITES: dict[str, Suite] = {
+    s.name: s
+    for s in (DEMO, GLUE_SMALL, INTENT, PAPER, PEAFT_TABLE1, PEAFT_FIG2, RADIUS_SWEEP, TAT_MANYCLASS, OVERHEAD)
+}
 
 
 def get_suite(name: str) -> Suite:

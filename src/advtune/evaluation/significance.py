@@ -158,6 +158,33 @@ def paired_randomization(
     return (hits + 1) / (n + 1)
 
 
+# ------------------------------------------------------------------ across seeds
+EXACT_SEEDS_UP_TO = 16
+"""Cross-seed test: enumerate every sign pattern up to this many seeds (2^16 patterns), sample above."""
+
+
+def seed_randomization(values_a: Sequence[float], values_b: Sequence[float], n: int = 10000, seed: int = 0) -> float:
+    """Paired randomization test across seeds: is the mean per-seed difference ``b - a`` different from 0?
+
+    Under the null hypothesis each seed's difference is as likely to have either sign, so the p-value is the
+    share of sign patterns whose mean absolute difference is at least the observed one (exact enumeration
+    up to :data:`EXACT_SEEDS_UP_TO` seeds). Per-seed McNemar tests ask whether one run beats another on the
+    same examples; this asks whether the gain survives the choice of seed. Note the floor: with k seeds the
+    smallest two-sided p is ``2 / 2**k`` (0.25 for 3 seeds), so fewer than 6 seeds can never reach p < 0.05.
+    """
+    a, b = np.asarray(values_a, dtype=np.float64), np.asarray(values_b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1 or a.size == 0:
+        raise UsageError(f"the cross-seed test needs two equally long, non-empty lists, got {a.shape} and {b.shape}")
+    d = b - a
+    observed = abs(d.mean())
+    tol = 1e-12 * max(1.0, observed)
+    if d.size <= EXACT_SEEDS_UP_TO:
+        signs = 1 - 2 * ((np.arange(2**d.size)[:, None] >> np.arange(d.size)) & 1)
+        return float(np.mean(np.abs(signs @ d) / d.size >= observed - tol))
+    signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(n, d.size))
+    return float((np.sum(np.abs(signs @ d) / d.size >= observed - tol) + 1) / (n + 1))
+
+
 # ------------------------------------------------------------------ two run folders
 def _eval_splits(run: Path) -> dict[str, Path]:
     if not run.is_dir():
@@ -276,4 +303,4 @@ def compare_runs(
     return table
 
 
-__all__ = ["EXACT_BELOW", "compare_runs", "discordant_pairs", "mcnemar", "paired_randomization"]
+__all__ = ["EXACT_BELOW", "compare_runs", "discordant_pairs", "mcnemar", "paired_randomization", "seed_randomization"]

@@ -47,12 +47,17 @@ class SmoothnessConfig(DropoutReplayConfig, AdvMemoryConfig, RadiusConfig):
 
 def output_shift(clean: torch.Tensor, shifted: torch.Tensor, regression: bool) -> dict[str, float]:
     """``diag/sym_kl`` (symmetric KL, squared error for regression) and ``diag/abs_dlogit`` (mean |Δlogit|
-    over examples and outputs) between two outputs of the same inputs."""
+    over examples and outputs) between two outputs of the same inputs; for classification also
+    ``diag/flip_rate``, the share of examples whose predicted label δ changes (the report's plainest
+    answer to "did δ change the model's outputs")."""
     clean, shifted = clean.detach().float(), shifted.detach().float()
-    return {
+    out = {
         "diag/sym_kl": float(symmetric_kl(clean, shifted, regression)),
         "diag/abs_dlogit": float((shifted - clean).abs().mean()),
     }
+    if not regression:
+        out["diag/flip_rate"] = float((shifted.argmax(-1) != clean.argmax(-1)).float().mean())
+    return out
 
 
 class Diagnostics:
