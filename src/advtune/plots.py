@@ -53,15 +53,20 @@ def _save(fig, path: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ confusion
-def confusion_matrices(records: Sequence[RunRecord], fig_dir: Path) -> list[Figure]:
-    """One figure per task: each method's confusion matrix on the first split, summed over seeds."""
-    plt = _plt()
-    figures = []
+def _classification_runs_by_task(records: Sequence[RunRecord]) -> list[tuple[str, list[RunRecord]]]:
+    """``(task label, its runs)`` sorted by task, for the runs with label names and evaluated splits."""
     by_task: dict[str, list[RunRecord]] = defaultdict(list)
     for r in records:
         if r.config.get("label_names") and r.splits:
             by_task[r.task_label].append(r)
-    for task, recs in sorted(by_task.items()):
+    return sorted(by_task.items())
+
+
+def confusion_matrices(records: Sequence[RunRecord], fig_dir: Path) -> list[Figure]:
+    """One figure per task: each method's confusion matrix on the first split, summed over seeds."""
+    plt = _plt()
+    figures = []
+    for task, recs in _classification_runs_by_task(records):
         labels = list(recs[0].config["label_names"])
         split = next(iter(recs[0].splits))
         mats, seeds = _mean_confusions(recs, split, len(labels))
@@ -128,11 +133,7 @@ def confusion_differences(records: Sequence[RunRecord], fig_dir: Path, k: int = 
 
     plt = _plt()
     figures = []
-    by_task: dict[str, list[RunRecord]] = defaultdict(list)
-    for r in records:
-        if r.config.get("label_names") and r.splits:
-            by_task[r.task_label].append(r)
-    for task, recs in sorted(by_task.items()):
+    for task, recs in _classification_runs_by_task(records):
         names = list(recs[0].config["label_names"])
         split = next(iter(recs[0].splits))
         mats = mean_confusions(recs, split, len(names))
