@@ -68,3 +68,14 @@ def test_register_method_refuses_a_setup_without_tokenizer_and_task(monkeypatch)
     with pytest.raises(UsageError, match=r"^Old.setup must accept tokenizer=None and task=None keywords$"):
         register_method(Old)
     assert register_method(New) is New
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_train_help_prints_for_every_method(name, capsys):
+    """argparse %-formats every help string: a stray '%' in a method field's help breaks ``--help``."""
+    from advtune.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--method", name, "--help"])
+    assert exc.value.code == 0
+    assert "--adv_" in capsys.readouterr().out or name == "standard"
