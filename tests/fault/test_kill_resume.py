@@ -153,7 +153,7 @@ def test_killed_attack_continues_at_the_first_missing_example(w):
     ok(advtune(ATTACK + " --out {w}/att", w))
     got, want = read(w / "att" / "metrics.json"), read(w / "att_ref" / "metrics.json")
     assert got.pop("resumed_examples") == 15 and want.pop("resumed_examples") == 0
-    for key in ("wall_time_per_example_s",):
+    for key in ("wall_time_per_example_s", "machine"):  # timings and load of this process
         got.pop(key), want.pop(key)
     assert got == want and got["n"] == 40
 
