@@ -102,10 +102,7 @@ def surface_for_run(
     data_dir: str | None = None,
 ) -> tuple[Path, Path]:
     """Compute a run's training-loss surface; writes ``surface/<task>.train.{json,png}`` in the run folder."""
-    from torch.utils.data import DataLoader
-
     from . import runs
-    from .data import collator, encode
     from .errors import UsageError
     from .pipeline import load_run
     from .plots import plot_surfaces
@@ -119,9 +116,7 @@ def surface_for_run(
     target = get_task(task) if task else loaded.task
     ds = target.load(target.train_split, data_dir=resolve_data_dir(data_dir))
     ds = ds.shuffle(seed=seed).select(range(min(len(ds), batches * batch_size)))
-    encoded = encode(ds, loaded.tokenizer, loaded.max_length)
-    cols = [c for c in encoded.column_names if c != "idx"]
-    loader = DataLoader(encoded.select_columns(cols), batch_size=batch_size, collate_fn=collator(loaded.tokenizer))
+    loader = target.eval_loader(ds, loaded.tokenizer, loaded.max_length, batch_size)
     result = loss_surface(loaded.model, loader, grid=grid, span=span, seed=seed)
     result.update(
         {

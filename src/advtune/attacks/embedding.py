@@ -77,16 +77,6 @@ def max_loss_increase(
     return (best - clean).clamp_min(0.0), clean
 
 
-def _loader(dataset, tokenizer, max_length: int, batch_size: int):
-    from torch.utils.data import DataLoader
-
-    from ..data import collator, encode
-
-    encoded = encode(dataset, tokenizer, max_length, desc="Tokenizing")
-    cols = [c for c in encoded.column_names if c != "idx"]
-    return DataLoader(encoded.select_columns(cols), batch_size=batch_size, collate_fn=collator(tokenizer))
-
-
 @torch.no_grad()
 def _correct(model, loader, regression: bool) -> torch.Tensor:
     model.eval()
@@ -174,7 +164,7 @@ def _correct_in_every_run(loaded, ds, batch_size: int, regression: bool) -> list
     """Positions in ``ds`` of the examples every run classifies correctly (Table 5's common subset)."""
     common = torch.ones(len(ds), dtype=torch.bool)
     for lr in loaded:
-        common &= _correct(lr.model, _loader(ds, lr.tokenizer, lr.max_length, batch_size), regression)
+        common &= _correct(lr.model, lr.task.eval_loader(ds, lr.tokenizer, lr.max_length, batch_size), regression)
     return torch.nonzero(common).flatten().tolist()
 
 
@@ -183,7 +173,7 @@ def _run_loss_increases(lr, dataset, batch_size: int, **pgd: Any) -> tuple[list[
     from tqdm.auto import tqdm
 
     deltas, cleans = [], []
-    loader = _loader(dataset, lr.tokenizer, lr.max_length, batch_size)
+    loader = lr.task.eval_loader(dataset, lr.tokenizer, lr.max_length, batch_size)
     for batch in tqdm(loader, desc=f"ΔL_max {lr.config['method']['name']}", leave=False):
         d, cl = max_loss_increase(lr.model, batch, **pgd)
         deltas += d.tolist()

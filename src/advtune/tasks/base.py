@@ -46,8 +46,89 @@ Loader = Callable[["Task", str, "Path | None", "Path | None"], Dataset]
 Rows = dict[str, list]
 
 
+class TaskPath:
+    """How a task's examples become model inputs and its model's outputs become predictions.
+
+    Why on the task: single-text, pair and regression tasks share this default path (sequence
+    classification), and :class:`~advtune.tasks.multiple_choice.MultipleChoiceTask` overrides it, so the
+    pipeline, the attacks and the loss surface run every kind of task through the same calls instead of
+    branching on the kind. Subclasses are dataclasses; this base holds no fields.
+    """
+
+    #: whether the model takes (question, choice) pairs grouped per example (adapters cannot wrap those yet)
+    multiple_choice = False
+    #: whether an evaluation ``--data-file`` is read by the task's own loader (else as a generic labelled file)
+    reads_own_data_file = False
+
+    def encode(self, dataset: Dataset, tokenizer: Any, max_length: int = 128, desc: str | None = None) -> Dataset:
+        """Tokenised model columns (``input_ids``, ..., ``labels``) plus ``idx``."""
+        from ..data import encode
+
+        return encode(dataset, tokenizer, max_length, desc=desc)
+
+    def collator(self, tokenizer: Any, evaluation: bool = False) -> Callable:
+        """Pads a list of encoded examples into a batch (``evaluation``: keep what prediction needs)."""
+        from ..data import collator
+
+        return collator(tokenizer)
+
+    def eval_loader(self, dataset: Dataset, tokenizer: Any, max_length: int, batch_size: int, labels: bool = True):
+        """The one evaluation data loader (prediction, embedding-space attacks, loss surface): in order, no idx."""
+        from torch.utils.data import DataLoader
+
+        encoded = self.encode(dataset, tokenizer, max_length, desc="Tokenizing")
+        drop = ("idx",) if labels else ("idx", "labels")
+        cols = [c for c in encoded.column_names if c not in drop]
+        return DataLoader(
+            encoded.select_columns(cols), batch_size=batch_size, collate_fn=self.collator(tokenizer, evaluation=True)
+        )
+
+    def load_model(self, model_name: str | None):
+        """The model to fine-tune, with this task's head."""
+        from ..modeling import load_model
+
+        labels = list(self.label_names) if self.label_names else None
+        return load_model(model_name, num_labels=self.num_labels, regression=self.is_regression, label_names=labels)
+
+    def load_inference_model(self, run_dir: Path, config: dict[str, Any], method_cls: Any) -> tuple[Any, Any]:
+        """A finished run's model and tokenizer (the method knows how its inference model was saved)."""
+        return method_cls.load_inference_model(run_dir, config)
+
+    def predict(
+        self, model, tokenizer, dataset, max_length: int = 128, batch_size: int = 64, desc: str = "Evaluating"
+    ):
+        """Logits of every example of ``dataset``, in order (plain loop: any model, PEFT ones included)."""
+        loader = self.eval_loader(dataset, tokenizer, max_length, batch_size, labels=False)
+        return logits_of(model, loader, desc)
+
+    def needs_two_classes(self) -> bool:
+        """Whether training data with a single label value is an error (classifiers: yes)."""
+        return not self.is_regression
+
+    def run_record(self) -> dict[str, Any]:
+        """Extra ``run_config.json`` task fields needed to rebuild the task of a finished run."""
+        return {}
+
+
+def logits_of(model, loader, desc: str, post: Callable | None = None):
+    """Float logits of every batch of ``loader`` as one array; ``post(logits, extra)`` sees non-model columns."""
+    import numpy as np
+    import torch
+    from tqdm.auto import tqdm
+
+    device = next(model.parameters()).device
+    model.eval()
+    chunks = []
+    with torch.no_grad():
+        for batch in tqdm(loader, desc=desc, leave=False):
+            extra = {k: batch.pop(k) for k in ("num_real_choices",) if k in batch}
+            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu()
+            chunks.append(post(logits, extra) if post is not None else logits)
+    return torch.cat(chunks).numpy() if chunks else np.zeros((0, 1), dtype=np.float32)
+
+
 @dataclass(frozen=True)
-class Task:
+class Task(TaskPath):
     """A named classification or regression task.
 
     Args:

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from ..errors import UsageError
+from .base import TaskPath, logits_of
 
 KIND = "multiple_choice"
 FILLER = ""
@@ -125,8 +126,8 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
 
 # ------------------------------------------------------------------------------------------ tasks
 @dataclass
-class MultipleChoiceTask:
-    """A multiple-choice task (same reading interface as the classification ``Task``)."""
+class MultipleChoiceTask(TaskPath):
+    """A multiple-choice task: the reading interface of ``Task``, its own encoding, collation, model and prediction."""
 
     name: str
     num_choices: int
@@ -145,6 +146,35 @@ class MultipleChoiceTask:
     @property
     def num_labels(self) -> int:
         return self.num_choices
+
+    multiple_choice = True
+    reads_own_data_file = True
+
+    def encode(self, dataset, tokenizer: Any, max_length: int = 128, desc: str | None = None):
+        return encode(dataset, tokenizer, max_length, desc=desc)
+
+    def collator(self, tokenizer: Any, evaluation: bool = False) -> MultipleChoiceCollator:
+        """``evaluation``: keep ``num_real_choices`` so prediction can mask the filler choices."""
+        return MultipleChoiceCollator(tokenizer, keep_num_real=evaluation)
+
+    def load_model(self, model_name: str | None):
+        return load_model(model_name)
+
+    def load_inference_model(self, run_dir: Any, config: dict[str, Any], method_cls: Any) -> tuple[Any, Any]:
+        return load_inference_model(run_dir)
+
+    def predict(
+        self, model, tokenizer, dataset, max_length: int = 128, batch_size: int = 64, desc: str = "Evaluating"
+    ):
+        """``(N, k)`` logits, filler choices masked to a large negative value."""
+        loader = self.eval_loader(dataset, tokenizer, max_length, batch_size, labels=False)
+        return logits_of(model, loader, desc, post=_mask_fillers)
+
+    def needs_two_classes(self) -> bool:
+        return False
+
+    def run_record(self) -> dict[str, Any]:
+        return {"kind": KIND, "num_choices": self.num_choices}
 
     def canonical_split(self, split: str) -> str:
         return {"dev": "validation", "val": "validation", "valid": "validation"}.get(split, split)
@@ -294,28 +324,18 @@ def load_model(name_or_path: str | None = None, **kwargs: Any):
         ) from exc
 
 
-@torch.no_grad()
 def predict(model, tokenizer, dataset, max_length: int = 128, batch_size: int = 64, desc: str = "Evaluating"):
-    """``(N, k)`` logits, filler choices masked to a large negative value."""
-    from torch.utils.data import DataLoader
-    from tqdm.auto import tqdm
+    """``(N, k)`` logits, filler choices masked to a large negative value (any multiple-choice task)."""
+    return MultipleChoiceTask("multiple_choice", 0).predict(model, tokenizer, dataset, max_length, batch_size, desc)
 
-    encoded = encode(dataset, tokenizer, max_length)
-    cols = [c for c in encoded.column_names if c not in ("idx", "labels")]
-    loader = DataLoader(
-        encoded.select_columns(cols), batch_size=batch_size, collate_fn=MultipleChoiceCollator(tokenizer, True)
-    )
-    device = next(model.parameters()).device
-    model.eval()
-    chunks = []
-    for batch in tqdm(loader, desc=desc, leave=False):
-        real = batch.pop("num_real_choices", None)
-        logits = model(**{n: v.to(device) for n, v in batch.items()}).logits.float().cpu()
-        if real is not None:
-            filler = torch.arange(logits.shape[1])[None, :] >= real[:, None]
-            logits = logits.masked_fill(filler, MASKED_LOGIT)
-        chunks.append(logits)
-    return torch.cat(chunks).numpy() if chunks else np.zeros((0, 1), dtype=np.float32)
+
+def _mask_fillers(logits: torch.Tensor, extra: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Filler choices (beyond an example's ``num_real_choices``) can never be predicted."""
+    real = extra.get("num_real_choices")
+    if real is None:
+        return logits
+    filler = torch.arange(logits.shape[1])[None, :] >= real[:, None]
+    return logits.masked_fill(filler, MASKED_LOGIT)
 
 
 __all__ = [
