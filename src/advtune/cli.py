@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "attack": "advtune.commands.attack",
     "bench": "advtune.commands.bench",
     "report": "advtune.commands.report",
+    "export": "advtune.commands.export",
     "robustness": "advtune.commands.robustness",
     "surface": "advtune.commands.surface",
 }
@@ -30,6 +31,7 @@ HELP = {
     "attack": "word-substitution attack on a run (ACC / AUA / AVG)",
     "bench": "run a benchmark suite (grid of task x method x seed)",
     "report": "tables and plots from a results folder",
+    "export": "keep a results folder's records (metrics, predictions, configs) without its models",
     "robustness": "maximum loss increase in the embedding neighbourhood (FreeLB eq. 5)",
     "surface": "loss-surface plot around a run's weights",
 }

@@ -37,6 +37,7 @@ MARKERS = (
     "overhead.json",
     "adversarial.jsonl",
     "attack_config.json",
+    "records.json",  # advtune export
 )
 
 

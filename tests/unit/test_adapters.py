@@ -271,6 +271,13 @@ def test_adapter_run_end_to_end(tmp_path, monkeypatch):
     assert config["adapter"]["peft"] == "lora" and config["adapter"]["base_model"] == str(tmp_path / "tiny")
     scale = config["method"]["embedding_scale"]
     assert scale["unit"] == "relative" and scale["factor"] == scale["l2"] > 0
+    base = AutoModelForSequenceClassification.from_pretrained(tmp_path / "tiny")
+    adapter = adapters.wrap(base, adapters.AdapterArguments(peft="lora"))
+    assert config["parameters"] == {  # what trained: the LoRA matrices and the head, of the whole model
+        "trainable": adapters.trainable_parameters(adapter),
+        "total": sum(t.numel() for t in adapter.parameters()),
+    }
+    assert 0 < config["parameters"]["trainable"] < config["parameters"]["total"] / 4
     assert (run / "peft_adapter" / "adapter_model.safetensors").is_file() and not (run / "model.safetensors").exists()
     written = [json.loads(line)["probs"] for line in (run / "eval" / "sst2.validation" / "predictions.jsonl").open()]
 

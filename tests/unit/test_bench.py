@@ -177,7 +177,7 @@ def test_filters_variants_and_budget_precedence(tmp_path):
     cells, _ = build_grid(suite, tmp_path, registered=REGISTERED, training={"max_train_samples": 4})
     assert cells[0].train_kwargs()["max_train_samples"] == 4
     assert cells[0].record()["data_note"] == "8 examples; max_train_samples=4 (overridden)"  # the report says so
-    # a per-method learning rate sits between the suite's budget and the task's / command line's
+    # a per-method learning rate sits between the suite's budget and the variant's / command line's
     per_method = suite.replace(method_training={"fgm": {"learning_rate": 1e-3, "num_train_epochs": 5}})
     cells, _ = build_grid(per_method, tmp_path, methods="fgm,freelb", seeds="1", registered=REGISTERED)
     kw = {c.method_label: c.train_kwargs() for c in cells}
@@ -203,6 +203,27 @@ def test_filters_variants_and_budget_precedence(tmp_path):
         build_grid(suite, tmp_path, tasks="mnli", registered=REGISTERED)
     with pytest.raises(UsageError):
         build_grid(suite, tmp_path, seeds="a,b", registered=REGISTERED)
+
+
+def test_backbone_per_task_and_a_method_that_leaves_the_adapter_out(tmp_path):
+    """A suite comparing backbones lists a task per backbone; a method's own training arguments come after
+    the task's (PEAFT drops a task's LoRA adapter); the command line's --model wins over all."""
+    suite = SUITE.replace(
+        tasks=(
+            TaskSpec("sst2", "sst2-a", {"max_train_samples": 8}),
+            TaskSpec("sst2", "sst2-b-lora", {"peft": "lora", "learning_rate": 5e-4}, model="other-model"),
+        ),
+        method_training={"fgm": {"peft": None, "learning_rate": 3e-3}},
+        variants={},
+    )
+    cells, _ = build_grid(suite, tmp_path, methods="fgm,freelb", seeds="1", registered=REGISTERED)
+    kw = {c.name: c.train_kwargs() for c in cells}
+    assert kw["sst2-a/freelb/seed1"]["model"] == suite.model and "peft" not in kw["sst2-a/freelb/seed1"]
+    assert kw["sst2-b-lora/freelb/seed1"]["model"] == "other-model"
+    assert kw["sst2-b-lora/freelb/seed1"]["peft"] == "lora" and kw["sst2-b-lora/freelb/seed1"]["learning_rate"] == 5e-4
+    assert kw["sst2-b-lora/fgm/seed1"]["peft"] is None and kw["sst2-b-lora/fgm/seed1"]["learning_rate"] == 3e-3
+    cells, _ = build_grid(suite, tmp_path, methods="freelb", seeds="1", registered=REGISTERED, model="cli-model")
+    assert {c.train_kwargs()["model"] for c in cells} == {"cli-model"}
 
 
 def test_suites_are_declared():
@@ -237,6 +258,10 @@ def test_bench_set_values_are_typed_and_checked(capsys):
     assert got == {"learning_rate": 1e-4, "num_train_epochs": 3, "bf16": True, "report_to": "none"}
     assert isinstance(got["learning_rate"], float) and isinstance(got["num_train_epochs"], int)
     assert main(["bench", "--suite", "demo", "--dry-run", "--set", "learnin_rate=1e-4"]) == 2
+    assert _parse_set(["peft=lora", "peft_rank=4"]) == {"peft": "lora", "peft_rank": 4}
+    assert (
+        main(["bench", "--suite", "demo", "--dry-run", "--set", "peft=lora", "--set", "peft_rank=4"]) == 0
+    )  # adapter keys
     assert "learnin_rate" in capsys.readouterr().err
 
 

@@ -133,7 +133,7 @@ CASES: list[tuple[str, str]] = [
     ("bench --suite demo --out {w}/user", "advtune did not write"),
     ("bench --suite demo --out {w}/afile.txt", "is a file"),
     ("bench --suite demo --out {w}/newbench --set foo", "KEY=VALUE"),
-    ("bench --suite demo --out {w}/newbench --set nosuchkey=1", "not a training or task argument"),
+    ("bench --suite demo --out {w}/newbench --set nosuchkey=1", "not a training, task or adapter argument"),
     ("bench --suite demo --out {w}/newbench --seeds a,b", "--seeds must be"),
     ("bench --suite demo --out {w}/newbench --attack-n 0 --model {w}/tiny", "--attack-n"),
     # ---- report, compare, others

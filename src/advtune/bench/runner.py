@@ -82,7 +82,7 @@ class Cell:
             "output_dir": str(self.run_dir),
             "model": self.model,
             "method_overrides": dict(self.method_overrides),
-            **self.training,  # suite budget < task's data budget < variant < command line
+            **self.training,  # suite budget < task (data budget, model, adapter) < method < variant < command line
             "seed": self.seed,
         }
 
@@ -193,7 +193,7 @@ def build_grid(
                             seed=seed,
                             variant=variant,
                             run_dir=out / spec.label / label / f"seed{seed}",
-                            model=model or suite.model,
+                            model=model or spec.model or suite.model,
                             training=_cell_training(suite, spec, m, variant, training),
                             method_overrides=overrides,
                             attack=suite.attack if attack else None,
@@ -278,11 +278,13 @@ def _method_variants(
 def _cell_training(
     suite: Suite, spec: TaskSpec, m: str, variant: Variant | None, training: dict[str, Any] | None
 ) -> dict[str, Any]:
-    """Training arguments, later ones winning: suite budget, method, task's data budget, variant, command line."""
+    """Training arguments, later ones winning: suite budget, task's data budget (and adapter), method, variant,
+    command line. The method comes after the task so that a method with its own parameter-efficient
+    mechanism (PEAFT's prompts) can leave a task's ``peft`` adapter out."""
     return {
         **suite.training,
-        **suite.method_training.get(m, {}),
         **spec.args,
+        **suite.method_training.get(m, {}),
         **(variant.training if variant else {}),
         **(training or {}),
     }

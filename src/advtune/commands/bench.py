@@ -46,12 +46,16 @@ def _check_training_keys(training: dict[str, Any]) -> None:
     """Refuse a --set key that no training or task argument has, before any cell starts."""
     import dataclasses
 
+    from ..adapters import AdapterArguments
     from ..config import AdvTrainingArguments, TaskArguments
 
-    known = {f.name for cls in (AdvTrainingArguments, TaskArguments) for f in dataclasses.fields(cls)}
+    classes = (AdvTrainingArguments, TaskArguments, AdapterArguments)
+    known = {f.name for cls in classes for f in dataclasses.fields(cls)}
     unknown = sorted(set(training) - known)
     if unknown:
-        raise UsageError(f"--set {', '.join(unknown)}: not a training or task argument (see advtune train --help)")
+        raise UsageError(
+            f"--set {', '.join(unknown)}: not a training, task or adapter argument (see advtune train --help)"
+        )
 
 
 def build_parser() -> ArgumentParser:

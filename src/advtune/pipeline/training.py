@@ -118,8 +118,14 @@ def _setup_and_record(out: Path, p: _Prepared, task_args, model_args, training_a
     if main:
         runs.write_json_atomic(out / runs.RUN_CONFIG, config)
     model = p.method.setup(p.model, tokenizer=p.tokenizer, task=p.task)
-    if main and p.method.embedding_scale is not None:  # measured by setup: record what the radii were scaled by
+    # what training updates, after the method's setup (PEAFT's prompts, CAT's projection head, an adapter)
+    config["parameters"] = {
+        "trainable": adapters.trainable_parameters(model),
+        "total": sum(t.numel() for t in model.parameters()),
+    }
+    if p.method.embedding_scale is not None:  # measured by setup: record what the radii were scaled by
         config["method"]["embedding_scale"] = p.method.embedding_scale
+    if main:
         runs.write_json_atomic(out / runs.RUN_CONFIG, config)
     return model
 
