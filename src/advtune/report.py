@@ -722,9 +722,11 @@ def _delta_cell(base: dict[int, float], meth: dict[int, float], scale: float = 1
     return f"{d:+.2f}{mark} ({len(seeds)}{p})" if scale != 1.0 else f"{d:+.3g}{mark} ({len(seeds)}{p})"
 
 
-def _ratio_cell(base: dict[int, float], meth: dict[int, float]) -> str:
-    ratios = [meth[s] / base[s] for s in sorted(set(base) & set(meth)) if base[s]]
-    return f"×{statistics.median(ratios):.2f} ({len(ratios)})" if ratios else "–"
+def _step_ratio_cell(recs: Sequence[RunRecord], base: Sequence[RunRecord]) -> str:
+    """The summary's step-time ratio (:func:`ratio_cell`: CPU time, † when the loads differed), with its seeds."""
+    by_seed = {r.seed: r for r in base}
+    cell = ratio_cell(recs, by_seed)
+    return "–" if cell == "–" else f"×{cell} ({sum(r.seed in by_seed for r in recs)})"
 
 
 EVIDENCE_COLUMNS = ("Δ clean ×100", "Δ AUA ×100", "Δ ΔL_max", "Δ out-of-domain acc ×100", "step-time ratio",
@@ -747,7 +749,7 @@ def _evidence_row(recs: Sequence[RunRecord], base: Sequence[RunRecord], memory: 
         _delta_cell(*pair(attack)),
         _delta_cell(*pair(_delta_lmax), scale=1.0),
         _delta_cell(*pair(_transfer_accuracy)),
-        _ratio_cell(*pair(lambda r: r.train_stats.get("step_time_median_s"))),
+        _step_ratio_cell(recs, base),
         f"×{mem:.2f}" if mem else "–",
     ]
 
@@ -789,7 +791,9 @@ def evidence_sections(records: Sequence[RunRecord], overheads: Sequence[Any] = (
             "Each cell: median over seeds of (method − standard) on the same seed, then `*` (clean only: the "
             "paired test on the same examples gives p < 0.05 in most seeds), the number of seeds and `p`, the "
             "paired randomization test across seeds (its floor is 2/2^seeds: 0.25 with 3 seeds, so it needs 6 "
-            "seeds to reach 0.05). ΔL_max: lower is more robust. Ratios: method / standard. `–`: not measured.",
+            "seeds to reach 0.05). ΔL_max: lower is more robust. Ratios: method / standard; the step-time ratio "
+            f"is the summary's (per-step CPU time, `{RATIO_MARK}` when the runs' loads differed), the memory ratio "
+            "the overhead suite's. `–`: not measured.",
             f"A task is kept when `{BASELINE}` learns it: accuracy at least {LEARN_MARGIN * 100:g} points above "
             f"the best constant predictor and McNemar p < {LEARN_P} against it (regression: Pearson r >= 0.1, "
             f"p < {LEARN_P}), in most seeds. Budget: the data table in Setup and the training-cost table.",

@@ -190,6 +190,28 @@ def test_evidence_table_pairs_by_seed_and_drops_tasks_that_do_not_learn(tmp_path
     assert len(notes) == 1 and notes[0].startswith("flat: left out, `standard` does not learn it (seed 1: acc 66.7")
 
 
+def test_evidence_step_ratio_is_the_summarys_cpu_ratio_marked_when_the_loads_differed(tmp_path):
+    """The evidence table prints the same step-time ratio as the summary: CPU time where both runs have it
+    (here wall ratio 2, CPU ratio 3), with the mark when the two runs' machine loads differed."""
+    from advtune.report import RATIO_MARK
+
+    def machine(run, cpu_s, load):
+        stats = runs.read_json(run / "train_stats.json")
+        stats |= {
+            "step_cpu_time_median_s": cpu_s,
+            "machine": {"threads": 1, "usable_cpus": 2, "load_start": [load] * 3, "load_end": [load] * 3},
+        }
+        runs.write_json_atomic(run / "train_stats.json", stats)  # fmt: skip
+
+    base = make_run(tmp_path, "b", "standard", 1, predictions(30, STANDARD), step_s=1.0)
+    meth = make_run(tmp_path, "b", "tat", 1, predictions(30, STANDARD), step_s=2.0)
+    machine(base, 0.5, 1.0)
+    machine(meth, 1.5, 1.0)
+    assert evidence_table(collect_runs(tmp_path))[0].splitlines()[2].split(" | ")[-2] == "×3.00 (1)"
+    machine(meth, 1.5, 3.0)  # one more busy core during the method's run
+    assert evidence_table(collect_runs(tmp_path))[0].splitlines()[2].split(" | ")[-2] == f"×3.00{RATIO_MARK} (1)"
+
+
 def test_tat_against_vat_pairs_runs_of_the_same_settings(tmp_path):
     for seed in (1, 2):
         make_run(tmp_path, "b", "vat", seed, predictions(30, STANDARD))
