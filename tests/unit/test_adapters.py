@@ -333,3 +333,20 @@ def test_adapter_options_from_yaml_and_flags(tmp_path):
     *_, method, _, adapter = parse_all(["--config", str(preset), "--peft_rank", "2", "--output_dir", "unused"])
     assert (adapter.peft, adapter.peft_rank, adapter.target_modules()) == ("lora", 2, ["query", "value"])
     assert method.config.adv_radius_unit == "relative"
+
+
+def test_a_prompt_on_a_decoder_pads_on_the_left():
+    """Fed embeddings (a prompt adapter, PEAFT), a decoder's head reads the last position: the pipeline pads
+    such runs on the left so that it is the last real token; LoRA runs and encoders keep their side."""
+    from advtune.methods import get_method
+    from advtune.pipeline.prepare import _pad_left_under_a_prompt
+
+    cases = [("llama-right", "prompt", "standard", "left"), ("llama-right", None, "peaft", "left"),
+             ("llama-right", "lora", "standard", "right"), ("llama-right", None, "freelb", "right"),
+             ("bert", "prompt", "standard", "right")]  # fmt: skip
+    for family, kind, method, side in cases:
+        tok = tiny_family_tokenizer(family)
+        tok.padding_side = "right"
+        model = adapters.wrap(tiny_family_model(family), adapters.AdapterArguments(peft=kind))
+        _pad_left_under_a_prompt(tok, model, adapters.AdapterArguments(peft=kind), get_method(method))
+        assert tok.padding_side == side, (family, kind, method)

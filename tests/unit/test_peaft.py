@@ -219,3 +219,39 @@ def test_mean_pooling_leaves_the_attack_prompt_out_of_the_mean(batch):
     expected = (hidden[:, k + k_a :] * mask).sum(1) / mask.sum(1)
     torch.testing.assert_close(seen["pooled"], expected, rtol=1e-4, atol=1e-5)
     assert state["skip"] == k and out.shape == (len(delta), 2)
+
+
+def _decoder_peaft(family: str, pooling: str, k: int = 3):
+    from advtune.testing import tiny_family_model
+
+    method = get_method("peaft", adv_num_virtual_tokens=k, adv_pooling=pooling, adv_attack_tokens=0)
+    return method.setup(tiny_family_model(family, dropout=0.0)).eval()
+
+
+def test_mean_pooling_on_decoders_reads_the_mean_of_the_text_states():
+    """Decoders (Llama, Qwen2) have a ``score`` head that transformers applies at the last position when a
+    prompt adapter feeds embeddings: with ``adv_pooling=mean`` it reads the masked mean of the text's final
+    states instead, so a right-padded sentence gets the logits it gets alone; with ``first`` it does not
+    (the last position of the short row is padding)."""
+    from advtune.testing import tiny_family_batch
+
+    texts, labels, k = ["good movie", "a very bad and boring movie"], [1, 0], 3
+    for family in ("llama-right", "qwen2-left"):
+        model = _decoder_peaft(family, "mean", k)
+        batch = tiny_family_batch(family, texts, labels)
+        inputs = {n: v for n, v in batch.items() if n != "labels"}
+        assert (batch["attention_mask"] == 0).any()
+        with torch.no_grad():
+            out = model(**inputs, output_hidden_states=True)
+            states, mask = out.hidden_states[-1], batch["attention_mask"].float()  # final states, after the norm
+            mean = (states[:, k:] * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
+            expected = model.get_base_model().score.modules_to_save["default"](mean)
+            torch.testing.assert_close(out.logits, expected, rtol=1e-4, atol=1e-5)
+    batch = tiny_family_batch("llama-right", texts, labels)
+    inputs = {n: v for n, v in batch.items() if n != "labels"}
+    short = {n: v[:1, : int(batch["attention_mask"][0].sum())] for n, v in inputs.items()}
+    with torch.no_grad():
+        for pooling, same in (("mean", True), ("first", False)):
+            model = _decoder_peaft("llama-right", pooling, k)
+            batched, alone = model(**inputs).logits[0], model(**short).logits[0]
+            assert torch.allclose(batched, alone, rtol=1e-4, atol=1e-5) is same, pooling

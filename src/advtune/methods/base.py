@@ -186,6 +186,9 @@ class Method:
     name: ClassVar[str] = ""
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
     paper: ClassVar[dict[str, str]] = {}
+    adds_prompt: ClassVar[bool] = False
+    """The method's ``setup`` puts soft-prompt tokens before the text (PEAFT): the model is then fed
+    embeddings, and the pipeline pads a decoder's batches on the left (see ``pipeline.prepare``)."""
 
     def __init__(self, config: MethodConfig | None = None, **overrides: Any) -> None:
         if config is None:

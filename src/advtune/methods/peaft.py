@@ -65,15 +65,20 @@ def install_mean_pooling(model: torch.nn.Module, skip: int) -> None:
 
     Two hooks: one on the wrapped transformer records the (prompt-extended) attention mask of each
     forward; one on the head's sequence input (``pooler`` for BERT/DeBERTa, else ``classifier`` for
-    RoBERTa/ELECTRA) puts the masked mean at position 0, which that module then reads. Idempotent.
+    RoBERTa/ELECTRA, else ``score`` for decoders: Llama, Qwen2, Mistral...) puts the masked mean at
+    *every* position, so the head reads it wherever it pools: position 0 for encoders; for a decoder the
+    position ``transformers`` picks, which under a prompt adapter (inputs given as embeddings, no
+    ``input_ids`` to find the last real token in) is simply the last one, a padding position for the
+    shorter rows of a right-padded batch. Idempotent.
     """
     if getattr(model, _POOL_HANDLES, None):
         return
     base = model.get_base_model()
     head = next((m for n, m in base.named_modules() if n.split(".")[-1] == "pooler"), None)
-    head = head if head is not None else getattr(base, "classifier", None)
+    for name in ("classifier", "score"):
+        head = head if head is not None else getattr(base, name, None)
     if head is None:
-        raise UsageError(f"{type(base).__name__}: no pooler/classifier module to apply adv_pooling=mean to")
+        raise UsageError(f"{type(base).__name__}: no pooler/classifier/score module to apply adv_pooling=mean to")
     state: dict[str, Any] = {"mask": None, "skip": skip}
 
     def record(module, args, kwargs):
@@ -88,7 +93,7 @@ def install_mean_pooling(model: torch.nn.Module, skip: int) -> None:
         k = state["skip"]
         m = torch.cat([torch.zeros_like(m[:, :k]), m[:, k:]], dim=1).to(hidden.dtype)
         mean = (hidden * m.unsqueeze(-1)).sum(1) / m.sum(1, keepdim=True).clamp_min(1)
-        return (torch.cat([mean.unsqueeze(1), hidden[:, 1:]], dim=1), *args[1:])
+        return (mean.unsqueeze(1).expand_as(hidden), *args[1:])
 
     handles = [base.register_forward_pre_hook(record, with_kwargs=True), head.register_forward_pre_hook(pool)]
     setattr(model, _POOL_HANDLES, handles)
@@ -149,6 +154,7 @@ class PEAFTConfig(AdvMemoryConfig, RadiusConfig):
 class PEAFT(PairedMethod):
     name = "peaft"
     config_class = PEAFTConfig
+    adds_prompt = True
     paper = {"title": "Robust Tuning of Pre-trained Language Models: a Parameter-efficient Approach", "arxiv": ""}
 
     def __init__(self, config: PEAFTConfig | None = None, **overrides: Any) -> None:

@@ -92,7 +92,21 @@ def _prepare(task_args, model_args, run_args, training_args, method: Method | No
     adapter_args = adapter_args or adapters.AdapterArguments()
     model = adapters.wrap_for_task(model, adapter_args, task.multiple_choice)
     _check_optimizer(training_args, model)
+    _pad_left_under_a_prompt(tokenizer, model, adapter_args, method)
     return _Prepared(task, train_ds, evals, tokenizer, model, method, adapter_args)
+
+
+def _pad_left_under_a_prompt(tokenizer, model, adapter_args, method: Method) -> None:
+    """A decoder's classification head reads its last real token, which ``transformers`` finds from
+    ``input_ids``; a prompt adapter (``--peft prompt``, PEAFT's prompts) feeds embeddings instead, and the
+    head then reads the last position, a padding position of the shorter rows of a right-padded batch.
+    Padding on the left makes the last position the last real token; the tokenizer saved in the run
+    folder keeps the side, so evaluation and attacks pad alike."""
+    from ..pooling import pooling_for
+
+    prompt = adapter_args.peft == "prompt" or method.adds_prompt
+    if prompt and pooling_for(model) == "last" and tokenizer.padding_side != "left":
+        tokenizer.padding_side = "left"
 
 
 def _check_training_labels(task, train_ds, task_args: TaskArguments) -> None:
