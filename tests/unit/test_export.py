@@ -7,17 +7,10 @@ from pathlib import Path
 
 from advtune import runs
 from advtune.bench.runner import build_grid, run_grid
-from advtune.bench.suites import Suite, TaskSpec
 from advtune.cli import main
+from tests.unit.test_executors import SUITE as TOY
 
-SUITE = Suite(
-    name="toy",
-    description="test grid",
-    tasks=(TaskSpec("sst2", "sst2-tiny", {"max_train_samples": 8}, "8 examples"),),
-    methods=("standard", "fgm"),
-    seeds=(1, 2),
-    attack={"n": 5},
-)
+SUITE = TOY.replace(attack={"n": 5})  # the executor tests' grid: sst2-tiny, standard and fgm, seeds 1 and 2
 
 
 def _train(*, task, method, output_dir, seed, **kwargs):
