@@ -312,3 +312,29 @@ def test_interleaved_examples_share_forwards_with_the_same_results():
     assert outcomes[4, "forwards"] < outcomes[1, "forwards"]
     one = TextFooler(Victim(_random_bow(), tiny_tokenizer(), max_length=64), SynonymTable(PAIRS), _sim_by_hash, BUDGET)
     assert (one.attack(*items[1][:3]).status, one.attack(*items[1][:3]).perturbed) == outcomes[1][1][:2]
+
+
+def test_a_sorted_split_is_sampled_with_a_seed_or_named_on_stderr(capsys):
+    """The intent test sets are sorted by label: the first N examples hold one or two labels, which would
+    make the accuracy under attack a figure about two intents. ``sample_seed`` draws the same seeded
+    sample for every run; without it the attack says on stderr what the first N hold."""
+    import os
+
+    import pytest
+
+    from advtune.attacks.run import _attack_set
+    from advtune.tasks import get_task, resolve_data_dir
+
+    if not os.environ.get("ADVTUNE_DATA_DIR"):
+        pytest.skip("ADVTUNE_DATA_DIR is not set")
+    task, ddir = get_task("banking77"), resolve_data_dir(None)
+    first = _attack_set(task, "test", ddir, None, 100)
+    assert len(set(first["label"])) == 3
+    assert "note: the first 100 examples of banking77.test hold 3 of its 77 labels" in capsys.readouterr().err
+    a = _attack_set(task, "test", ddir, None, 100, sample_seed=0)
+    b = _attack_set(task, "test", ddir, None, 100, sample_seed=0)
+    text = a.column_names[0]
+    assert a[text] == b[text] and len(a) == 100 and len(set(a["label"])) > 40
+    assert "note:" not in capsys.readouterr().err
+    assert "note:" not in (_attack_set(get_task("sst2"), "validation", ddir, None, 200), capsys.readouterr().err)[1]
+    assert _attack_set(task, "test", ddir, None, 100, sample_seed=1)[text] != a[text]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -79,8 +80,10 @@ def attack_run(
     batch_size: int = 64,
     progress: bool = True,
     overwrite: bool = False,
+    sample_seed: int | None = None,
 ) -> dict[str, Any]:
-    """Attack the first ``n`` examples of a split with a finished run's model; writes
+    """Attack the first ``n`` examples of a split (with ``sample_seed``: a seeded random sample of ``n``, the
+    same examples for every run) with a finished run's model; writes
     ``<run>/attack/<task>.<split>/{attack_config.json, adversarial.jsonl, metrics.json}`` (metrics last)."""
     from ..modeling import resolve_model_path
     from ..pipeline import load_run, read_run
@@ -104,9 +107,10 @@ def attack_run(
         **{"task": target.name, "split": split, "attack": attack, "budget": plan.name, "data_file": data_file},
         **{"synonyms": synonyms, "word_vectors": word_vectors, "similarity_model": similarity_model},
         **{"attack_first": attack_first, "pos": pos},
+        **({"sample_seed": sample_seed} if sample_seed is not None else {}),  # earlier attacks had no such key
     }
     ddir = resolve_data_dir(data_dir)
-    ds = _attack_set(target, split, ddir, data_file, n)
+    ds = _attack_set(target, split, ddir, data_file, n, sample_seed)
     table = load_candidates(synonyms, word_vectors, ddir)
     resolve_model_path(similarity_model)
     if not overwrite:
@@ -145,11 +149,25 @@ def _build(loaded, table, plan, recipe: str | None, similarity_model: str, batch
     return TextAttackRecipe(recipe, victim, table, encoder, plan), encoder, tagger
 
 
-def _attack_set(target, split: str, ddir, data_file: str | None, n: int | None):
-    """The first ``n`` labelled examples of the split (unlabelled rows cannot be attacked)."""
+def _attack_set(target, split: str, ddir, data_file: str | None, n: int | None, sample_seed: int | None = None):
+    """The first ``n`` labelled examples of the split (unlabelled rows cannot be attacked), or with
+    ``sample_seed`` a seeded random sample of ``n``. A split sorted by label (the intent test sets) would
+    give the first ``n`` of one or two labels: that is said on stderr, once, with the option that fixes it."""
     ds = target.load(split, data_dir=ddir, data_file=data_file) if data_file else target.load(split, data_dir=ddir)
     ds = ds.filter(lambda y: y >= 0, input_columns="label")
-    return ds.select(range(min(n, len(ds)))) if n is not None else ds
+    if n is None or n >= len(ds):
+        return ds
+    if sample_seed is not None:
+        return ds.shuffle(seed=sample_seed).select(range(n))
+    first = ds.select(range(n))
+    held, total = len(set(first["label"])), len(set(ds["label"]))
+    if held < max(min(total, 2), min(total, n) / 4):  # a random sample of n would hold far more labels
+        print(
+            f"note: the first {n} examples of {target.name}.{split} hold {held} of its {total} labels "
+            "(the split is sorted); --sample-seed 0 attacks a seeded random sample instead",
+            file=sys.stderr,
+        )
+    return first
 
 
 def _attack_and_write(fooler, ds, attack_b: bool, out_dir: Path, done: list[dict], progress: bool) -> dict:

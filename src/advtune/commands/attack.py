@@ -26,6 +26,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--split", help="split (default: the task's first evaluation split)")
     parser.add_argument("--n", type=int, default=500, help="attack the first N labelled examples (default 500)")
     parser.add_argument(
+        "--sample-seed", type=int,
+        help="attack a seeded random sample of N instead of the first N (the same examples for every run with the "
+        "same seed): for splits sorted by label, such as the intent test sets",
+    )  # fmt: skip
+    parser.add_argument(
         "--attack",
         default="textfooler",
         help=f"attack: {', '.join(ATTACKS)}, or textattack:<recipe> (textfooler, pwws, bae, ...) when TextAttack "
@@ -71,6 +76,7 @@ def main(argv: list[str]) -> int:
         pos=not args.no_pos,
         batch_size=args.batch_size,
         overwrite=args.overwrite,
+        sample_seed=args.sample_seed,
     )
     _print(metrics, args.attack)
     return 0
