@@ -20,6 +20,8 @@ def _train(*, task, method, output_dir, seed, **kwargs):
     runs.write_json_atomic(out / runs.RUN_CONFIG, config)
     (out / "model.safetensors").write_bytes(b"w" * 1000)
     (out / "tokenizer.json").write_text("{}")
+    (out / "peft_adapter").mkdir()
+    (out / "peft_adapter" / "README.md").write_text(f"base_model: {Path.home()}/.cache/model\n")  # peft's card
     (out / "checkpoint-2").mkdir()
     (out / "checkpoint-2" / "trainer_state.json").write_text("{}")
     pred = out / "eval" / f"{task}.validation" / "predictions.jsonl"
@@ -59,7 +61,7 @@ def test_export_keeps_records_and_a_bench_over_them_skips_finished_cells(tmp_pat
     assert {f"{run}/metrics.json", f"{run}/run_config.json", f"{run}/cell.json",
             f"{run}/eval/sst2.validation/predictions.jsonl", f"{run}/attack/sst2.validation/metrics.json",
             "records.json"} <= names  # fmt: skip
-    left_out = ("model.safetensors", "tokenizer.json", "adversarial.jsonl", "checkpoint-2", "fgm/seed2")
+    left_out = ("model.safetensors", "tokenizer.json", "adversarial.jsonl", "checkpoint-2", "fgm/seed2", "README.md")
     assert not [n for n in names if any(part in n for part in left_out)]
     config = json.loads((records / run / runs.RUN_CONFIG).read_text())
     assert config["output_dir"] == run  # under RESULTS: relative

@@ -30,9 +30,10 @@ from ..errors import UsageError
 RECORDS_FILE = "records.json"
 LEFT_OUT = (
     "*.safetensors", "*.bin", "*.pt", "*.pth", "*.gguf", "*.ckpt", "tokenizer*", "vocab*", "merges.txt",
-    "special_tokens_map.json", "added_tokens.json", "*.model", "adversarial.jsonl", "*.log",
+    "special_tokens_map.json", "added_tokens.json", "*.model", "*.jinja", "adversarial.jsonl", "*.log", "*.md",
 )  # fmt: skip
-"""File names left out: weights, tokenizers, adversarial texts (derived from the datasets) and logs."""
+"""File names left out: weights, tokenizers (and chat templates), adversarial texts (derived from the datasets),
+logs, and Markdown (peft's model card names the base model's local path; a report is rebuilt by ``report``)."""
 SKIPPED_DIRS = ("checkpoint-*", ".partial-*", ".*")
 
 
