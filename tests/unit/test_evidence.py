@@ -266,4 +266,5 @@ def test_radius_sweep_and_manyclass_grids(tmp_path):
     assert tat_cpu.method_overrides["adv_epsilon"] == CPU_ENCODER_RADIUS
     assert tat_cpu.method_overrides["adv_regression_bins"] == 10
     assert all(c.train_kwargs()["max_length"] == 32 for c in many if c.task.task != "stsb")
-    assert "PROVISIONAL" in get_suite("tat-manyclass").description
+    assert "chosen by radius-sweep" in get_suite("tat-manyclass").description
+    assert tat_cpu.attack == {"n": 200, "sample_seed": 0}  # the intent test sets are sorted by label

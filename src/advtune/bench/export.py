@@ -2,8 +2,9 @@
 
 A CPU grid takes longer than one working session and a results folder holds ~90 MB of weights per run,
 so results are kept as *records*: every finished run's JSON files (configuration, metrics, log history,
-train statistics, cell record, attack and evaluation metrics) and per-example predictions, without
-model weights, tokenizers, adversarial texts and logs. ``advtune report`` reads a records tree like the
+train statistics, cell record, attack and evaluation metrics) and per-example predictions (gold and
+predicted labels, without the probability vectors), without model weights, tokenizers, adversarial texts
+and logs. ``advtune report`` reads a records tree like the
 results tree it came from, and ``advtune bench --out DEST`` over it skips the finished cells, so a grid
 exported at the end of one session is continued in the next (the runs that need weights,
 ``robustness``, ``surface``, a late transfer evaluation, need the original tree).
@@ -34,6 +35,9 @@ LEFT_OUT = (
 )  # fmt: skip
 """File names left out: weights, tokenizers (and chat templates), adversarial texts (derived from the datasets),
 logs, and Markdown (peft's model card names the base model's local path; a report is rebuilt by ``report``)."""
+PREDICTIONS = "predictions.jsonl"
+DROPPED_FIELDS = ("probs",)
+"""Per-example fields left out of the predictions: the report and ``compare`` read gold and predicted labels."""
 SKIPPED_DIRS = ("checkpoint-*", ".partial-*", ".*")
 
 
@@ -118,6 +122,9 @@ def export_results(src: str | Path, dest: str | Path) -> ExportSummary:
         rel = path.relative_to(src)
         if path.suffix == ".json":
             data = (json.dumps(_scrub(runs.read_json(path), root), indent=2) + "\n").encode()
+        elif path.name == PREDICTIONS:  # the paired tests need the labels; a 77-way probability row is 800 bytes
+            rows = [{k: v for k, v in row.items() if k not in DROPPED_FIELDS} for row in runs.read_jsonl(path)]
+            data = "".join(json.dumps(row) + "\n" for row in rows).encode()
         else:
             data = path.read_bytes()
         _write_bytes_atomic(dest / rel, data)
