@@ -138,7 +138,11 @@ def test_robustness_and_surface_commands_on_tiny_runs(tmp_path, capsys):
     assert files[0]["n_examples"] == files[1]["n_examples"] > 0  # the same, shared examples
     assert [e["idx"] for e in files[0]["examples"]] == [e["idx"] for e in files[1]["examples"]]
     assert all(e["delta_loss"] >= 0 for f in files for e in f["examples"])
-    assert files[0]["steps"] == 3 and files[0]["c"] == 0.01
+    assert files[0]["steps"] == 3 and files[0]["c"] == 0.01 and files[0]["sample_seed"] is None
+    first = {e["idx"] for e in files[0]["examples"]}
+    assert main(["robustness", "--run", str(run_dirs[0]), "--n", "40", "--steps", "1", "--sample-seed", "3"]) == 0
+    sampled = json.loads(next((run_dirs[0] / "robustness").glob("sst2.*.json")).read_text())
+    assert sampled["sample_seed"] == 3 and {e["idx"] for e in sampled["examples"]} != first  # another sample
 
     assert main(["surface", "--run", str(run_dirs[0]), "--grid", "3", "--batches", "1", "--batch-size", "8"]) == 0
     png = next((run_dirs[0] / "surface").glob("*.png"))

@@ -98,8 +98,10 @@ def evaluate_robustness(
     batch_size: int = 32,
     data_dir: str | None = None,
     write: bool = True,
+    sample_seed: int | None = None,
 ) -> list[dict[str, Any]]:
-    """ΔL_max of each run on the first ``n`` examples of a split that every run classifies correctly.
+    """ΔL_max of each run on the first ``n`` examples of a split (with ``sample_seed``: a seeded random sample
+    of ``n``, for splits sorted by label) that every run classifies correctly.
 
     Writes ``<run>/robustness/<task>.<split>.json`` per run (summary + per-example values) unless
     ``write=False``; returns the summaries in the order of ``run_dirs``.
@@ -114,11 +116,11 @@ def evaluate_robustness(
     loaded, target = _load_runs_of_one_task(run_dirs, task)
     split = split or target.eval_splits[0]
     ds = target.load(split, data_dir=resolve_data_dir(data_dir))
-    ds = ds.select(range(min(n, len(ds))))
+    ds = (ds.shuffle(seed=sample_seed) if sample_seed is not None else ds).select(range(min(n, len(ds))))
     keep = _correct_in_every_run(loaded, ds, batch_size, target.is_regression)
     if not keep:
         raise UsageError(
-            f"no example of the first {len(ds)} of {target.name}.{split} is classified correctly by every run"
+            f"no example of the {len(ds)} chosen of {target.name}.{split} is classified correctly by every run"
         )
     sub = ds.select(keep)
     results = []
@@ -132,6 +134,7 @@ def evaluate_robustness(
             "steps": steps,
             "step_size": step_size,
             "n_requested": len(ds),
+            "sample_seed": sample_seed,
             "n_examples": len(keep),
             "compared_runs": [str(p) for p in run_dirs],
             "median_delta_loss": statistics.median(deltas),

@@ -22,6 +22,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--task", help="task (default: the run's own)")
     parser.add_argument("--split", help="split (default: the task's first evaluation split)")
     parser.add_argument("--n", type=int, default=200, help="first N examples of the split (default: 200)")
+    parser.add_argument(
+        "--sample-seed", type=int,
+        help="a seeded random sample of N instead of the first N (for splits sorted by label: the intent test sets)",
+    )  # fmt: skip
     parser.add_argument("--c", type=float, default=0.01, help="ε = c·‖X‖_F per example (default: 0.01)")
     parser.add_argument("--steps", type=int, default=100, help="PGD steps (paper: 2000; default: 100)")
     parser.add_argument("--step-size", type=float, default=5e-3, help="PGD step size α (default: 5e-3)")
@@ -48,6 +52,7 @@ def main(argv: list[str]) -> int:
         step_size=args.step_size,
         batch_size=args.batch_size,
         data_dir=args.data_dir,
+        sample_seed=args.sample_seed,
     )
     r0 = results[0]
     table = Table(
