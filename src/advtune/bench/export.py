@@ -17,7 +17,6 @@ two parts behind ``<local>/``.
 from __future__ import annotations
 
 import fnmatch
-import json
 import os
 import tempfile
 import time
@@ -119,17 +118,16 @@ def export_results(src: str | Path, dest: str | Path) -> ExportSummary:
     unfinished = {src / u for u in summary.unfinished}
 
     def copy(path: Path) -> None:
-        rel = path.relative_to(src)
+        target = dest / path.relative_to(src)
         if path.suffix == ".json":
-            data = (json.dumps(_scrub(runs.read_json(path), root), indent=2) + "\n").encode()
+            runs.write_json_atomic(target, _scrub(runs.read_json(path), root))
         elif path.name == PREDICTIONS:  # the paired tests need the labels; a 77-way probability row is 800 bytes
-            rows = [{k: v for k, v in row.items() if k not in DROPPED_FIELDS} for row in runs.read_jsonl(path)]
-            data = "".join(json.dumps(row) + "\n" for row in rows).encode()
+            rows = runs.read_jsonl(path)
+            runs.write_jsonl_atomic(target, [{k: v for k, v in r.items() if k not in DROPPED_FIELDS} for r in rows])
         else:
-            data = path.read_bytes()
-        _write_bytes_atomic(dest / rel, data)
+            _write_bytes_atomic(target, path.read_bytes())
         summary.files += 1
-        summary.bytes += len(data)
+        summary.bytes += target.stat().st_size
 
     for path in sorted(src.rglob("*")):
         rel = path.relative_to(src)
