@@ -23,7 +23,7 @@ SMALL = dict(max_length=64, save_strategy="no", logging_steps=50, seed=42, per_d
 
 def test_attack_small_sst2_run_zero_violations(tmp_path):
     """Four steps of training leave a model near its decision boundary: the attack has labels to flip."""
-    from advtune.attacks.substitution import attack_run
+    from advtune.attacks.run import attack_run
     from advtune.pipeline import train
 
     run = train(
@@ -74,7 +74,7 @@ def test_peaft_mean_pooling_learns_its_batch_saves_reloads_and_evaluates(tmp_pat
 
 @pytest.mark.skipif(os.environ.get("ADVTUNE_ATTACK_TABLE") != "1", reason="long benchmark: set ADVTUNE_ATTACK_TABLE=1")
 def test_table_sst2(tmp_path):
-    from advtune.attacks.substitution import attack_run
+    from advtune.attacks.run import attack_run
     from advtune.methods import METHODS
     from advtune.pipeline import train
 

@@ -24,7 +24,7 @@ pytestmark = [
 
 
 def test_smollm2_lora_freelb_trains_reloads_and_is_attacked(tmp_path):
-    from advtune.attacks.substitution import attack_run
+    from advtune.attacks.run import attack_run
     from advtune.pipeline import evaluate, load_run, train
 
     run = train(

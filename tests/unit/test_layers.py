@@ -86,10 +86,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [  # top to bottom
     ),
 ]
 
-KNOWN_EXCEPTIONS: dict[tuple[str, str], str] = {
-    # removed when tests/integration import attack_run from advtune.attacks.run
-    ("advtune.attacks.substitution", "advtune.attacks.run"): "the old import path of attack_run (deferred)",
-}
+KNOWN_EXCEPTIONS: dict[tuple[str, str], str] = {}
 
 
 # ------------------------------------------------------------------------------------------ the graph

@@ -673,11 +673,3 @@ def run_attack(
 # ------------------------------------------------------------------------------------------ on a run folder
 ATTACKS = ("textfooler",)
 
-
-def __getattr__(name: str) -> Any:
-    """``attack_run`` moved to :mod:`advtune.attacks.run`; the old import path keeps working."""
-    if name == "attack_run":
-        from .run import attack_run
-
-        return attack_run
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
