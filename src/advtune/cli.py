@@ -76,5 +76,19 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def run() -> int:
+    """The console entry point: :func:`main`, then the process group of a launched run is closed (every
+    rank leaves together; see :func:`advtune.distributed.shutdown`)."""
+    from .distributed import shutdown
+
+    try:
+        code = main()
+    except BaseException:
+        shutdown(wait=False)
+        raise
+    shutdown(wait=code == 0)
+    return code
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

@@ -31,6 +31,20 @@ def world_size() -> int:
     return 1
 
 
+def shutdown(*, wait: bool = True) -> None:
+    """End the default process group, if this process opened one: with ``wait`` every rank first meets
+    at a barrier, then the group is destroyed. Called once, when a launched command exits: a process
+    that exits with its gloo group still open can abort in the C++ teardown ("terminate called without
+    an active exception", exit -6) while the other rank is still leaving, which fails the whole launch.
+    A command that failed passes ``wait=False``: the other ranks may never reach the barrier."""
+    if dist.is_available() and dist.is_initialized():
+        try:
+            if wait:
+                dist.barrier()
+        finally:
+            dist.destroy_process_group()
+
+
 def _comm_device(t: torch.Tensor) -> torch.device:
     if dist.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())

@@ -16,6 +16,7 @@ import traceback
 from pathlib import Path
 
 from advtune.cli import main as cli_main
+from advtune.distributed import shutdown
 
 
 def main(plan_file: str) -> None:
@@ -29,6 +30,7 @@ def main(plan_file: str) -> None:
             status.write_text(traceback.format_exc())
             raise
         status.write_text(str(code))
+    shutdown()  # what the console entry point does when a launched command exits
 
 
 if __name__ == "__main__":

@@ -211,7 +211,13 @@ def test_backbone_per_task_and_a_method_that_leaves_the_adapter_out(tmp_path):
     suite = SUITE.replace(
         tasks=(
             TaskSpec("sst2", "sst2-a", {"max_train_samples": 8}),
-            TaskSpec("sst2", "sst2-b-lora", {"peft": "lora", "learning_rate": 5e-4}, model="other-model"),
+            TaskSpec(
+                "sst2",
+                "sst2-b-lora",
+                {"peft": "lora", "learning_rate": 5e-4},
+                model="other-model",
+                method_training={"fgm": {"learning_rate": 1e-3}},
+            ),
         ),
         method_training={"fgm": {"peft": None, "learning_rate": 3e-3}},
         variants={},
@@ -221,7 +227,8 @@ def test_backbone_per_task_and_a_method_that_leaves_the_adapter_out(tmp_path):
     assert kw["sst2-a/freelb/seed1"]["model"] == suite.model and "peft" not in kw["sst2-a/freelb/seed1"]
     assert kw["sst2-b-lora/freelb/seed1"]["model"] == "other-model"
     assert kw["sst2-b-lora/freelb/seed1"]["peft"] == "lora" and kw["sst2-b-lora/freelb/seed1"]["learning_rate"] == 5e-4
-    assert kw["sst2-b-lora/fgm/seed1"]["peft"] is None and kw["sst2-b-lora/fgm/seed1"]["learning_rate"] == 3e-3
+    assert kw["sst2-b-lora/fgm/seed1"]["peft"] is None and kw["sst2-b-lora/fgm/seed1"]["learning_rate"] == 1e-3
+    assert kw["sst2-a/fgm/seed1"]["learning_rate"] == 3e-3  # the task's own rate for the method stays on its task
     cells, _ = build_grid(suite, tmp_path, methods="freelb", seeds="1", registered=REGISTERED, model="cli-model")
     assert {c.train_kwargs()["model"] for c in cells} == {"cli-model"}
 

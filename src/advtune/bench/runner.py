@@ -278,13 +278,14 @@ def _method_variants(
 def _cell_training(
     suite: Suite, spec: TaskSpec, m: str, variant: Variant | None, training: dict[str, Any] | None
 ) -> dict[str, Any]:
-    """Training arguments, later ones winning: suite budget, task's data budget (and adapter), method, variant,
-    command line. The method comes after the task so that a method with its own parameter-efficient
-    mechanism (PEAFT's prompts) can leave a task's ``peft`` adapter out."""
+    """Training arguments, later ones winning: suite budget, task's data budget (and adapter), method, the
+    method on this task, variant, command line. The method comes after the task so that a method with its own
+    parameter-efficient mechanism (PEAFT's prompts) can leave a task's ``peft`` adapter out."""
     return {
         **suite.training,
         **spec.args,
         **suite.method_training.get(m, {}),
+        **spec.method_training.get(m, {}),
         **(variant.training if variant else {}),
         **(training or {}),
     }
