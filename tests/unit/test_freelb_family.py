@@ -280,16 +280,18 @@ def test_freelb_presets_match_table7(task):
 
 
 def test_overhead_benchmark_counts_passes(tmp_path):
-    """The overhead table on a tiny saved model: pass counts per step and relative columns."""
+    """The overhead table on a tiny saved model: pass counts per step and relative columns. A backward
+    counts 2/3 of a pass each time it goes through a forward's logits: ROSE's KL gradient to the weights
+    and its CE backward both traverse its two forwards (2/3 + 4/3 + 4/3)."""
     from advtune.bench.overhead import format_table, measure_overhead
 
     tiny_model(dropout=0.0).save_pretrained(tmp_path / "tiny")
     rows = measure_overhead(
-        ["freelb", "fgm", "pgd"], model=str(tmp_path / "tiny"), batch_size=4, seq_len=8, warmup=0, steps=1,
+        ["freelb", "fgm", "pgd", "rose"], model=str(tmp_path / "tiny"), batch_size=4, seq_len=8, warmup=0, steps=1,
         isolate=False, method_overrides={"freelb": {"adv_steps": 3}},
     )  # fmt: skip
     passes = {r["method"]: r["passes"] for r in rows}
-    assert passes == {"standard": 1.0, "freelb": 3.0, "fgm": 2.0, "pgd": 4.0}
+    assert passes == {"standard": 1.0, "freelb": 3.0, "fgm": 2.0, "pgd": 4.0, "rose": 3.33}
     assert rows[0]["method"] == "standard" and rows[0]["time_ratio"] == 1.0
     assert all(r["step_s"] > 0 for r in rows) and "| freelb |" in format_table(rows)
     with pytest.raises(UsageError):

@@ -5,10 +5,13 @@ no padding) with AdamW; after ``warmup`` steps, ``steps`` steps are timed (forwa
 of ``method.step`` + ``optimizer.step``, device synchronised). Rows are relative to ``standard``,
 which is always measured first in the same run.
 
-**Pass count** ("pass-count limit"): the full forward passes of the model per step, counted by a
-forward hook on the (unwrapped) model; a forward run without autograd counts 1/3 (no backward
-follows it; a forward is about a third of forward + backward). YOPO's partial f0 passes do not
-complete a full forward and are not counted. ``time_ratio`` should stay close to ``pass_ratio``
+**Pass count** ("pass-count limit"): the work of a step in units of standard's forward + backward,
+with a forward counted as 1/3 and a backward as 2/3: forwards are counted by a forward hook on the
+(unwrapped) model, backwards by a hook on each forward's output logits that fires whenever a backward
+(``loss.backward()`` or ``torch.autograd.grad``) goes through them. So a forward without autograd
+counts 1/3, one that is never backpropagated 1/3, and a second backward through the same graph
+(ROSE's KL gradient to the weights before its CE backward) counts its 2/3 again. YOPO's partial f0
+passes do not complete a full forward and are not counted. ``time_ratio`` should stay close to ``pass_ratio``
 (target: within 1.15x).
 
 **Single-backward methods** (``adv_memory``, :mod:`advtune.methods.paired`): ``--adv-memory joint,sequential``
@@ -121,9 +124,7 @@ def _measure_one(
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     scaler = torch.amp.GradScaler(dev.type, enabled=dtype == "fp16")  # as the Trainer does under --fp16
     count = [0.0]
-    hook = unwrap(model).register_forward_hook(
-        lambda m, a, o: count.__setitem__(0, count[0] + (1.0 if torch.is_grad_enabled() else 1 / 3))
-    )
+    hook = unwrap(model).register_forward_hook(lambda m, a, o: _count_pass(count, o))
     cuda = dev.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     if cuda:
@@ -152,6 +153,18 @@ def _measure_one(
         "method": name, "times": times, "cpu_times": cpu_times, "passes": statistics.median(passes), "mem_mb": mem,
         "trainable": trainable,
     }  # fmt: skip
+
+
+def _count_pass(count: list[float], output: Any) -> None:
+    """One forward: 1/3 of a pass now, 2/3 more each time a backward goes through its logits."""
+    import torch
+
+    count[0] += 1 / 3
+    logits = getattr(output, "logits", None)
+    if logits is None and isinstance(output, (tuple, list)) and output:
+        logits = output[0]
+    if isinstance(logits, torch.Tensor) and logits.requires_grad:
+        logits.register_hook(lambda g: count.__setitem__(0, count[0] + 2 / 3))
 
 
 def measure_overhead(
