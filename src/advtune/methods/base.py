@@ -116,7 +116,7 @@ class AdvMemoryConfig(MethodConfig):
         "joint",
         "joint: one backward through the clean and the perturbed graph (both alive, ~1.7x standard's memory); "
         "sequential: the same gradient one graph at a time (~1.1-1.2x; the perturbed pass once more without "
-        "autograd with the same dropout masks, 15-35 percent more time; docs/benchmarks.md).",
+        "autograd with the same dropout masks, 10-35 percent more time; docs/benchmarks.md).",
     )
 
     def validate(self) -> None:

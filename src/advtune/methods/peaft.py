@@ -130,7 +130,7 @@ class PEAFTConfig(AdvMemoryConfig, RadiusConfig):
     adv_memory: str = cfg_field(
         "sequential",
         "sequential (default here: free, the loss has no term of both passes): backpropagate L_bgn, then "
-        "lambda*L_adv, one graph at a time (0.84x standard's memory against 1.46x); joint: one backward of both.",
+        "lambda*L_adv, one graph at a time (0.79x standard's memory against 1.40x); joint: one backward of both.",
     )
     adv_pooling: str = cfg_field(
         "first",
