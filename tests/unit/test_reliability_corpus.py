@@ -263,18 +263,34 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(case, words, world, ca
     assert tree_hash(world) == before, "a refused command changed files"
 
 
-@pytest.mark.parametrize("case", SUBPROCESS_CASES)
-def test_real_process_prints_the_error_first(case, world):
+@pytest.fixture(scope="module")
+def real_processes(world) -> tuple[dict[str, subprocess.CompletedProcess], dict[str, str], dict[str, str]]:
+    """Every subprocess case at once (they are independent refusals: each process spends its ~5 s importing
+    torch, so side by side they take the time of about two); the world hashed before and after all of them."""
     before = tree_hash(world)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
-    proc = subprocess.run(
-        [sys.executable, "-m", "advtune.cli", *_argv(case, world)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    procs = {
+        case: subprocess.Popen(
+            [sys.executable, "-m", "advtune.cli", *_argv(case, world)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for case in SUBPROCESS_CASES
+    }
+    done = {}
+    for case, proc in procs.items():
+        out, err = proc.communicate(timeout=300)
+        done[case] = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    return done, before, tree_hash(world)
+
+
+@pytest.mark.parametrize("case", SUBPROCESS_CASES)
+def test_real_process_prints_the_error_first(case, real_processes):
+    done, before, after = real_processes
+    proc = done[case]
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2, proc.stderr
     assert len(lines) == 1 and lines[0].startswith("advtune "), proc.stderr
-    assert tree_hash(world) == before
+    assert after == before, "a refused command changed files"
