@@ -21,10 +21,10 @@ import pytest
 
 from advtune.testing import tiny_model, tiny_tokenizer
 from tests.conftest import NEG, POS, toy_sentiment
+from tests.fault import environment
 
 pytestmark = pytest.mark.fault
 
-SRC = str(Path(__file__).parents[2] / "src")
 TRAIN = (
     "train --task sst2 --data-dir {w}/data --model {w}/tiny --num-train-epochs 2 --per-device-train-batch-size 8 "
     "--learning-rate 3e-3 --seed 7 --save-strategy steps --save-steps 4 --logging-steps 3 --report-to none "
@@ -32,16 +32,6 @@ TRAIN = (
 )
 ATTACK = "attack --run {w}/ref --data-dir {w}/data --synonyms {w}/syn.txt --similarity-model {w}/tiny --no-pos --n 40"
 PREDICTIONS = "eval/sst2.validation/predictions.jsonl"
-
-
-def environment(w: Path) -> dict[str, str]:
-    """The CLI's environment: this checkout, the toy data, no hub, and the test process's torch thread count
-    (a different count changes float sums, and the comparison with the in-process reference is exact)."""
-    threads = os.environ.get("ADVTUNE_TEST_THREADS", "1")
-    env = {**os.environ, "PYTHONPATH": SRC, "HF_HUB_OFFLINE": "1", "ADVTUNE_DATA_DIR": str(w / "data")}
-    env.update({"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads})
-    env.pop("ADVTUNE_FAULT", None)
-    return env
 
 
 def advtune(args: str, w: Path, fault: str | None = None, **fmt) -> subprocess.CompletedProcess:

@@ -7,13 +7,12 @@ imports), so they live in this process tier, beside the kill tests, and run side
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from tests.fault import environment
 from tests.unit import test_reliability_corpus as corpus
 
 SUBPROCESS_CASES, _argv, tree_hash = corpus.SUBPROCESS_CASES, corpus._argv, corpus.tree_hash
@@ -27,14 +26,13 @@ def real_processes(world) -> tuple[dict[str, subprocess.CompletedProcess], dict[
     """Every subprocess case at once (they are independent refusals: each process spends its ~5 s importing
     torch, so side by side they take the time of about two); the world hashed before and after all of them."""
     before = tree_hash(world)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
     procs = {
         case: subprocess.Popen(
             [sys.executable, "-m", "advtune.cli", *_argv(case, world)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=env,
+            env=environment(world),
         )
         for case in SUBPROCESS_CASES
     }
