@@ -50,6 +50,9 @@ from advtune.attacks.synonyms import STOP_WORDS, is_stop_word, load_candidates
 
 TEXTATTACK = ("textattack", "textattack-unbatched")  # similarity checked in batches / one text at a time
 ADVTUNE_DEFAULT = "default"  # the TextFooler constructor's default order (also works on older advtune versions)
+BEFORE = "before-length-batching"
+"""advtune's default order as it was before length-sorted batches: 16 searches side by side, forwards padded
+to their longest text, similarity asked four candidates at a time (same choices, more padding and encoder rows)."""
 
 
 def import_textattack() -> Any:
@@ -192,20 +195,27 @@ def make_attack(
     kind: str, loaded: Any, table: Any, budget: Any, textattack: Any, batch_size: int, width: int = 16
 ) -> Any:
     """A fresh attack (fresh victim, encoder and caches): ``textattack`` or an advtune candidate order."""
+    device = next(loaded.model.parameters()).device
     if kind in TEXTATTACK:
         victim = Victim(loaded.model, loaded.tokenizer, loaded.max_length, batch_size, cache=False)
-        encoder = SentenceEncoder("minilm", batch_size)
+        encoder = SentenceEncoder("minilm", batch_size, device)
         return textattack_fooler(textattack, victim, table, encoder, budget, batched=kind == "textattack")
+    if kind == BEFORE:
+        victim = Victim(loaded.model, loaded.tokenizer, loaded.max_length, batch_size, max_padding=float("inf"))
+        encoder = SentenceEncoder("minilm", batch_size, device, max_padding=float("inf"))
+        fooler = TextFooler(victim, table, encoder, budget, width=16)
+        fooler.similarity_chunk = 4
+        return fooler
     victim = Victim(loaded.model, loaded.tokenizer, loaded.max_length, batch_size)
     kwargs = {} if kind == ADVTUNE_DEFAULT else {"order": kind, "width": width}
-    return TextFooler(victim, table, SentenceEncoder("minilm", batch_size), budget, **kwargs)
+    return TextFooler(victim, table, SentenceEncoder("minilm", batch_size, device), budget, **kwargs)
 
 
 def timed_run(fooler: Any, examples: list[tuple[int, str, int]]) -> dict[str, Any]:
     """Attack every example; CPU and wall time of the attack alone, then the re-check and the summary."""
     encoder = fooler.similarity
     fooler.victim.queries = fooler.victim.forwards = 0
-    rows0, load0 = getattr(encoder, "rows", 0), os.getloadavg()[0]
+    rows0, calls0, load0 = getattr(encoder, "rows", 0), getattr(encoder, "calls", 0), os.getloadavg()[0]
     cpu, wall = time.process_time(), time.perf_counter()
     if hasattr(fooler, "attack_many"):  # advtune interleaves examples (the TextAttack bridge runs one at a time)
         results = list(fooler.attack_many((idx, text, label, None) for idx, text, label in examples))
@@ -213,6 +223,7 @@ def timed_run(fooler: Any, examples: list[tuple[int, str, int]]) -> dict[str, An
         results = [fooler.attack(idx, text, label) for idx, text, label in examples]
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     encoder_rows = getattr(encoder, "rows", 0) - rows0
+    calls = fooler.victim.forwards + getattr(encoder, "calls", 0) - calls0
     violations = recheck(results, fooler, [None] * len(results), attack_b=True)
     metrics = summarize(results, wall, violations)
     attacked = max(1, metrics["num_attacked"])
@@ -229,6 +240,7 @@ def timed_run(fooler: Any, examples: list[tuple[int, str, int]]) -> dict[str, An
         "queries_per_example": metrics["mean_queries"],
         "cache_hits_per_example": metrics.get("mean_cache_hits", 0.0),
         "encoder_rows_per_example": encoder_rows / attacked,
+        "model_calls_per_example": calls / attacked,
         "textattack_queries_per_example": float(np.mean([getattr(r, "ta_queries", np.nan) for r in results])),
         "num_violations": metrics["num_violations"],
         "violations": metrics["violations"],
@@ -254,10 +266,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--split", default="validation")
     p.add_argument("--n", type=int, default=200)
     p.add_argument("--pairs", type=int, default=3, help="alternating rounds (the order flips every round)")
-    p.add_argument("--orders", default="victim-first,constraint-first", help="advtune orders to time")
+    p.add_argument("--orders", default=f"victim-first,constraint-first,{BEFORE}", help="advtune variants to time")
     p.add_argument("--no-textattack", action="store_true", help="time advtune only")
     p.add_argument("--textattack", default="textattack", help="TextAttack variants: textattack, textattack-unbatched")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="where both attacks run their models (cpu, cuda, ...)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--width", type=int, default=16, help="examples advtune attacks side by side")
     p.add_argument("--data-dir", default=None)
@@ -273,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     kinds = [k for k in args.orders.split(",") if k] + ([] if args.no_textattack else args.textattack.split(","))
     textattack = None if args.no_textattack else import_textattack()
     loaded = load_run(args.run)
+    loaded.model.to(args.device)
     examples = load_examples(args.task, args.split, args.n, args.data_dir)
     table, budget = load_candidates(data_dir=args.data_dir), get_budget("textdefender-v1")
     runs = []
@@ -292,27 +306,28 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def summarize_rounds(runs: list[dict[str, Any]], kinds: list[str]) -> dict[str, Any]:
-    """Per kind: mean CPU time and success; per round: CPU-time ratio of TextAttack to each advtune order."""
-    out: dict[str, Any] = {"mean": {}, "cpu_ratio_textattack_over": {}}
+    """Per kind: mean CPU time and success; per round: CPU- and wall-time ratios of TextAttack to each advtune
+    variant (on a GPU, CPU time is mostly the host waiting: read the wall-time ratio there)."""
+    out: dict[str, Any] = {"mean": {}}
     for kind in kinds:
         mine = [r for r in runs if r["kind"] == kind]
         keys = ("cpu_s", "wall_s", "success_rate", "queries_per_example", "encoder_rows_per_example")
+        keys += ("model_calls_per_example",)
         out["mean"][kind] = {k: float(np.mean([r[k] for r in mine])) for k in keys}
         out["mean"][kind]["violations"] = sum(r["num_violations"] for r in mine)
     advtune = [k for k in kinds if k not in TEXTATTACK]
-    for ta_kind in (k for k in kinds if k in TEXTATTACK):
-        for kind in advtune:
-            ratios = [
-                ta["cpu_s"] / mine["cpu_s"]
-                for ta in runs
-                if ta["kind"] == ta_kind
-                for mine in runs
-                if mine["kind"] == kind and mine["round"] == ta["round"]
-            ]
-            out["cpu_ratio_textattack_over"][f"{ta_kind}/{kind}"] = {
-                "per_round": ratios,
-                "mean": float(np.mean(ratios)),
-            }
+    for measure in ("cpu", "wall"):
+        ratios_of = out.setdefault(f"{measure}_ratio_textattack_over", {})
+        for ta_kind in (k for k in kinds if k in TEXTATTACK):
+            for kind in advtune:
+                ratios = [
+                    ta[f"{measure}_s"] / mine[f"{measure}_s"]
+                    for ta in runs
+                    if ta["kind"] == ta_kind
+                    for mine in runs
+                    if mine["kind"] == kind and mine["round"] == ta["round"]
+                ]
+                ratios_of[f"{ta_kind}/{kind}"] = {"per_round": ratios, "mean": float(np.mean(ratios))}
     by_kind = {k: [r["perturbed"] for r in runs if r["kind"] == k] for k in kinds}
     out["identical_texts_across_rounds"] = {k: all(p == v[0] for p in v) for k, v in by_kind.items()}
     out["identical_texts_across_orders"] = all(by_kind[k][0] == by_kind[advtune[0]][0] for k in advtune)

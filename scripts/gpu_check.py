@@ -45,6 +45,8 @@ SST2_TRAINING = {  # the CPU suites' MiniLM budget (advtune.bench.suites), full 
 SST2_DRY_RUN = {"max_train_samples": 64, "max_eval_samples": 64, "use_cpu": True, "bf16": False}
 OVERHEAD = {"batch_size": 32, "seq_len": 128, "warmup": 3, "steps": 10}  # FreeLB's batch 32 x length 128
 OVERHEAD_DRY_RUN = {"batch_size": 4, "seq_len": 16, "warmup": 1, "steps": 2}
+ATTACK = {"n": 200}  # the first 200 SST-2 dev examples, as docs/attack.md's CPU side-by-side
+ATTACK_DRY_RUN = {"n": 10}
 
 
 @dataclass
@@ -60,6 +62,7 @@ class Plan:
     dtype: str = "bf16"
     overhead: dict[str, Any] = field(default_factory=dict)
     sst2: dict[str, Any] = field(default_factory=dict)
+    attack: dict[str, Any] = field(default_factory=dict)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,6 +95,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         out=Path(args.out) / slug, gpu=gpu, device=device, model=args.model, dry_run=dry, data_dir=args.data_dir,
         overhead={**OVERHEAD, **(OVERHEAD_DRY_RUN if dry else {})},
         sst2={**SST2_TRAINING, **(SST2_DRY_RUN if dry else {})},
+        attack={**ATTACK, **(ATTACK_DRY_RUN if dry else {})},
     )  # fmt: skip
 
 
@@ -147,11 +151,42 @@ def run_sst2(plan: Plan) -> dict[str, Any]:
     return found
 
 
+def run_attack(plan: Plan) -> dict[str, Any]:
+    """The word-substitution attack on this check's ``standard`` SST-2 run, on the plan's device:
+    advtune's default (searches side by side, length-sorted batches) and its earlier form, with the
+    equivalent TextAttack attack beside them when ``textattack`` is importable
+    (``scripts/attack_vs_textattack.py``, one round). On a GPU a model call costs about the same for 3
+    rows as for 300, so the figure to read is wall time against model calls per attacked example."""
+    import importlib.util
+
+    import torch
+
+    run_dir = plan.out / "sst2" / "standard"
+    if not (run_dir / "metrics.json").is_file():
+        return {"skipped": "no standard SST-2 run to attack (the sst2 step failed)"}
+    sys.path.insert(0, str(REPO / "scripts"))
+    import attack_vs_textattack as side_by_side
+
+    textattack = importlib.util.find_spec("textattack") is not None
+    out = plan.out / "attack.json"
+    argv = ["--run", str(run_dir), "--n", str(plan.attack["n"]), "--pairs", "1", "--device", plan.device,
+            "--orders", f"victim-first,{side_by_side.BEFORE}", "--threads", str(torch.get_num_threads()),
+            "--out", str(out)]  # fmt: skip
+    argv += ["--data-dir", plan.data_dir] if plan.data_dir else []
+    argv += [] if textattack else ["--no-textattack"]
+    side_by_side.main(argv)
+    data = json.loads(out.read_text())
+    keys = ("wall_s", "cpu_s", "num_attacked", "success_rate", "queries_per_example", "encoder_rows_per_example",
+            "model_calls_per_example", "num_violations")  # fmt: skip
+    runs = {r["kind"]: {k: r[k] for k in keys} for r in data["runs"]}
+    return {"textattack": textattack, "runs": runs, "wall_ratio": data["wall_ratio_textattack_over"]}
+
+
 def _ms(seconds: float | None) -> float | None:
     return round(seconds * 1000, 2) if seconds is not None else None
 
 
-STEPS = (("gpu_tests", run_gpu_tests), ("overhead", run_overhead), ("sst2", run_sst2))
+STEPS = (("gpu_tests", run_gpu_tests), ("overhead", run_overhead), ("sst2", run_sst2), ("attack", run_attack))
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -186,6 +221,7 @@ def summary_markdown(results: dict[str, Any]) -> str:
         _tests_line(results.get("gpu_tests", {})),
         *_overhead_lines(results.get("overhead", {}), plan),
         *_sst2_lines(results.get("sst2", {}), plan),
+        *_attack_lines(results.get("attack", {}), plan),
     ]
     failed = failed_steps(results)
     lines += ["", f"**failed steps: {', '.join(failed)}**" if failed else "All steps passed."]
@@ -240,6 +276,22 @@ def _sst2_lines(sst2: dict[str, Any], plan: dict[str, Any]) -> list[str]:
             table.append(f"| {method} | {acc} | {r['train_examples']} | {r['steps']} | {r['step_ms']} | "
                          f"{r['train_s']} | {r['wall_s']} |")  # fmt: skip
     return [*head, *table]
+
+
+def _attack_lines(attack: dict[str, Any], plan: dict[str, Any]) -> list[str]:
+    head = ["", f"## Attack (textdefender-v1, first {plan['attack']['n']} SST-2 dev examples, the standard run)", ""]
+    if "error" in attack or "skipped" in attack:
+        return [*head, attack.get("error") or f"skipped: {attack['skipped']}"]
+    table = ["| attack | wall s | CPU s | success | victim rows / ex. | encoder rows / ex. | model calls / ex. |"
+             " violations |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for kind, r in attack.get("runs", {}).items():
+        cells = [kind, round(r["wall_s"], 1), round(r["cpu_s"], 1), f"{100 * r['success_rate']:.1f}%",
+                 round(r["queries_per_example"], 1), round(r["encoder_rows_per_example"], 1),
+                 round(r["model_calls_per_example"], 2), r["num_violations"]]  # fmt: skip
+        table.append("| " + " | ".join(map(str, cells)) + " |")
+    ratios = {k: round(v["mean"], 2) for k, v in attack.get("wall_ratio", {}).items()}
+    note = f"wall-time ratio TextAttack / advtune: {ratios}" if ratios else "TextAttack not installed: advtune only"
+    return [*head, *table, "", note]
 
 
 # ------------------------------------------------------------------------------------------ main

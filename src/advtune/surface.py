@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from .devices import batch_to
+
 
 def filter_normalized_direction(model: torch.nn.Module, generator: torch.Generator) -> dict[str, torch.Tensor]:
     """A random direction with every filter scaled to the norm of the model's filter (Li et al. 2018)."""
@@ -55,7 +57,7 @@ def loss_surface(
 
     if grid < 2:
         raise ValueError(f"grid must be >= 2, got {grid}")
-    batches = list(batches)
+    batches = [batch_to(b, model) for b in batches]
     model.eval()
     regression = is_regression(model)
     gen = torch.Generator().manual_seed(seed)

@@ -35,6 +35,8 @@ def _toy_sst2(root: Path, n_train: int = 80, n_dev: int = 70) -> Path:
     for split, n in (("train", n_train), ("dev", n_dev)):
         rows = [f"{words[i % 8]} {words[(i * 5) % 8]} {words[i % 2]}\t{(i % 2) ^ 1}" for i in range(n)]
         (root / "sst2" / f"{split}.tsv").write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
+    (root / "synonyms").mkdir()
+    (root / "synonyms" / "ppdb_synonyms.txt").write_text("good great\nbad awful\nmovie film\nplot movie\n")
     return root
 
 
@@ -58,6 +60,11 @@ def test_cpu_dry_run_writes_every_step_into_one_folder(tiny_dir, tmp_path):
         assert run["train_examples"] == 64 and run["steps"] == 2  # 64 of the 80 examples, batch 32
         assert 0.0 <= run["dev_accuracy"] <= 1.0 and run["wall_s"] > 0
         assert (out / "sst2" / method / "metrics.json").is_file()
+    attack = summary["attack"]["runs"]
+    assert set(attack) >= {"victim-first", "before-length-batching"}
+    assert all(r["num_attacked"] >= 1 and r["num_violations"] == 0 for r in attack.values())
+    assert json.loads((out / "attack.json").read_text())["identical_texts_across_orders"]  # same choices
     md = (out / "summary.md").read_text()
+    assert "## Attack (textdefender-v1, first 10 SST-2 dev examples" in md
     assert "# advtune GPU check: cpu-dry-run" in md and "All steps passed." in md
     assert all(f"| {m} |" in md for m in METHODS) and "| freelb | " in md.split("## SST-2")[1]

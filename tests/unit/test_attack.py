@@ -338,3 +338,36 @@ def test_a_sorted_split_is_sampled_with_a_seed_or_named_on_stderr(capsys):
     assert "note:" not in capsys.readouterr().err
     assert "note:" not in (_attack_set(get_task("sst2"), "validation", ddir, None, 200), capsys.readouterr().err)[1]
     assert _attack_set(task, "test", ddir, None, 100, sample_seed=1)[text] != a[text]
+
+
+@pytest.mark.parametrize("family", ["bert", "llama-left"])
+def test_length_sorted_batches_give_each_text_its_own_probabilities(family):
+    """Texts of one request are sorted by length and cut into batches that are padded at most 15% beyond
+    their real tokens; every text comes back once, at its place, with the probabilities of a forward
+    of that text alone (right and left padding, single texts and pairs)."""
+    from advtune.attacks.substitution import PAD_RATIO, length_batches
+    from advtune.testing import tiny_family_model, tiny_family_tokenizer
+
+    tok, model = tiny_family_tokenizer(family), tiny_family_model(family, dropout=0.0).eval()
+    texts = [" ".join(SENTENCES[i % len(SENTENCES)].split()[: 1 + (7 * i) % 10]) for i in range(40)]
+    others = [SENTENCES[i % 3] for i in range(40)]
+    for args in ([texts], [texts, others]):
+        seen = []
+        for rows, enc in length_batches(tok, args, 64, 8):
+            real, padded = int(enc["attention_mask"].sum()), enc["attention_mask"].numel()
+            assert len(rows) <= 8 and (len(rows) == 1 or padded <= PAD_RATIO * real)
+            seen += list(rows)
+        assert sorted(seen) == list(range(40))
+        batched = Victim(model, tok, max_length=64, batch_size=8, cache=False).probs(*args)
+        alone = np.concatenate([Victim(model, tok, max_length=64).probs(*[[a[i]] for a in args]) for i in range(40)])
+        np.testing.assert_allclose(batched, alone, atol=1e-5)
+        assert not np.allclose(batched, batched[::-1])  # texts differ: a misplaced row would be caught
+
+
+def test_batches_are_split_for_padding_on_a_cpu_only():
+    """A CPU forward costs per token position; elsewhere a call's fixed cost dominates: sort, do not split."""
+    from advtune.attacks.substitution import PAD_RATIO, padding_limit
+
+    assert padding_limit(None, torch.nn.Linear(2, 2)) == PAD_RATIO
+    assert padding_limit(None, torch.nn.Linear(2, 2, device="meta")) == float("inf")
+    assert padding_limit(2.0, torch.nn.Linear(2, 2, device="meta")) == 2.0

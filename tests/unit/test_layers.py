@@ -81,6 +81,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [  # top to bottom
             "advtune.wrappers",  # the one unwrap (DDP / compile / PEFT)
             "advtune.errors",
             "advtune.threads",  # --threads and the machine-load record of every run
+            "advtune.devices",  # --device of the commands that load a finished run
             "advtune.evaluation.metrics",  # metric functions, needed by records to pick a headline metric
         ),
     ),

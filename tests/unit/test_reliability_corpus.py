@@ -115,6 +115,7 @@ CASES: list[tuple[str, str]] = [
     ("eval", "required: --run"),
     ("eval --run {w}/run --max-samples 0", "--max-samples 0"),
     ("eval --run {w}/run --task nosuch", "nosuch"),
+    ("eval --run {w}/run --device tpu", "invalid --device 'tpu' (choose from: auto, cpu, cuda, cuda:N)"),
     # ---- attack
     ("attack --run {w}/run --attack nosuch", "unknown attack 'nosuch'"),
     ("attack --run {w}/run --budget nosuch", "unknown budget 'nosuch'"),
@@ -127,6 +128,7 @@ CASES: list[tuple[str, str]] = [
     ("attack --run {w}/user", "not an advtune run folder"),
     ("attack --run {w}/run --split nosuch --data-dir {w}/data", "unknown split 'nosuch'"),
     ("attack --run {w}/run --data-dir {w}/emptydata", "ADVTUNE_DATA_DIR"),
+    ("attack --run {w}/run --device cuda:x", "invalid --device 'cuda:x'"),
     # ---- bench
     ("bench --suite nosuch --out {w}/newbench", "nosuch"),
     ("bench --suite demo --out {w}/user", "advtune did not write"),
@@ -151,6 +153,8 @@ CASES: list[tuple[str, str]] = [
     ("robustness --run {w}/run --split nosuch --data-dir {w}/data", "unknown split 'nosuch'"),
     ("surface --run {w}/run --task nosuch", "nosuch"),
     ("surface --run {w}/run --span inf", "--span must be a finite number"),
+    ("surface --run {w}/run --device gpu", "invalid --device 'gpu'"),
+    ("robustness --run {w}/run --device mps", "invalid --device 'mps'"),
     ("frobnicate", "unknown command"),
 ]
 

@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from ..devices import batch_to
 from ..embeddings import forward_with_delta, word_embeddings
 from ..methods.base import is_regression, task_loss
 from ..perturbation import ascent_step, masked_norm
@@ -55,6 +56,7 @@ def max_loss_increase(
     if c < 0 or steps < 0 or step_size < 0:
         raise ValueError(f"c, steps and step_size must be >= 0, got c={c}, steps={steps}, step_size={step_size}")
     model.eval()
+    inputs = batch_to(inputs, model)
     labels = inputs["labels"]
     mask = inputs["attention_mask"]
     regression = is_regression(model)
@@ -82,7 +84,7 @@ def _correct(model, loader, regression: bool) -> torch.Tensor:
     model.eval()
     out = []
     for batch in loader:
-        logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        logits = model(**{k: v for k, v in batch_to(batch, model).items() if k != "labels"}).logits.cpu()
         out.append(torch.ones(len(logits), dtype=torch.bool) if regression else logits.argmax(-1) == batch["labels"])
     return torch.cat(out)
 

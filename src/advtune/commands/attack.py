@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 
+from .. import devices
 from ..threads import HELP as THREADS_HELP
 from ..threads import apply as apply_threads
 from . import ArgumentParser
@@ -56,8 +57,10 @@ def main(argv: list[str]) -> int:
         help="replace an earlier attack in the output folder (else it is continued)",
     )
     parser.add_argument("--threads", help=THREADS_HELP)
+    parser.add_argument("--device", help=devices.HELP)
     args = parser.parse_args(argv)
     apply_threads(args.threads)
+    devices.choose(args.device)
 
     metrics = attack_run(
         args.run,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 
+from .. import devices
 from ..errors import UsageError
 from ..threads import HELP as THREADS_HELP
 from ..threads import apply as apply_threads
@@ -32,8 +33,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--data-dir", help="data folder (default: $ADVTUNE_DATA_DIR)")
     parser.add_argument("--threads", help=THREADS_HELP)
+    parser.add_argument("--device", help=devices.HELP)
     args = parser.parse_args(argv)
     apply_threads(args.threads)
+    devices.choose(args.device)
 
     from rich.console import Console
     from rich.table import Table

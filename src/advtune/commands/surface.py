@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .. import devices
 from ..errors import UsageError
 from ..threads import HELP as THREADS_HELP
 from ..threads import apply as apply_threads
@@ -22,8 +23,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the directions and the batches")
     parser.add_argument("--data-dir", help="data folder (default: $ADVTUNE_DATA_DIR)")
     parser.add_argument("--threads", help=THREADS_HELP)
+    parser.add_argument("--device", help=devices.HELP)
     args = parser.parse_args(argv)
     apply_threads(args.threads)  # a bad flag first: it needs no file
+    devices.choose(args.device)
     _check(args)
     from ..surface import surface_for_run
 

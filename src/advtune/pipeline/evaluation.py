@@ -90,11 +90,15 @@ def read_run(run_dir: str | Path) -> tuple[Path, dict[str, Any], Any]:
     return run, config, _run_task(config)
 
 
-def load_run(run_dir: str | Path) -> LoadedRun:
-    """A finished run's inference model, tokenizer, config and task."""
+def load_run(run_dir: str | Path, device: Any = None) -> LoadedRun:
+    """A finished run's inference model (in eval mode, on ``device``: by default the one ``--device`` chose,
+    see :mod:`advtune.devices`), tokenizer, config and task."""
+    from .. import devices
+
     run, config, task = read_run(run_dir)
     method_cls = get_method_class(config["method"]["name"])
     model, tokenizer = task.load_inference_model(run, config, method_cls)
+    model.to(devices.current() if device is None else devices.resolve(device))
     model.eval()
     return LoadedRun(run, config, model, tokenizer, task)
 
