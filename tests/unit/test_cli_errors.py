@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from advtune.cli import main
@@ -126,14 +123,3 @@ def test_eval_not_a_run(capsys, tmp_path):
     code = main(["eval", "--run", str(tmp_path)])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "not an advtune run folder" in err and len(err.splitlines()) == 1
-
-
-def test_console_script_no_traceback(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "advtune.cli", "train", "--method", "nosuch", "--output-dir", str(tmp_path / "r")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 2
-    assert "Traceback" not in proc.stderr and "unknown method" in proc.stderr

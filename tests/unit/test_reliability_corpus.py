@@ -159,6 +159,7 @@ CASES: list[tuple[str, str]] = [
 ]
 
 SUBPROCESS_CASES = [
+    "train --method nosuch --output-dir {w}/new",  # the console module itself, no traceback
     T + " --learning-rate abc",
     T + " --task sst2 --max-length 4096",
     T.replace("{w}/new", "{w}/user") + " --task sst2 --overwrite",
