@@ -172,6 +172,8 @@ def test_attack_command_writes_run_folder(tmp_path, capsys):
         str(syn),
         "--similarity-model",
         str(run),
+        "--device",
+        "cpu",
     ]
     assert main(argv) == 0
     out = run / "attack" / "sst2.validation"
@@ -179,7 +181,7 @@ def test_attack_command_writes_run_folder(tmp_path, capsys):
     rows = runs.read_jsonl(out / "adversarial.jsonl")
     assert metrics["n"] == 3 == len(rows) and metrics["budget"]["name"] == "textdefender-v1"
     assert metrics["avg"] == pytest.approx((metrics["acc"] + metrics["aua"]) / 2)
-    assert metrics["num_violations"] == 0 and metrics["candidates"] == "syn.txt"
+    assert metrics["num_violations"] == 0 and metrics["candidates"] == "syn.txt" and metrics["device"] == "cpu"
     assert "ACC" in capsys.readouterr().out
     assert main(["attack", "--run", str(run), "--budget", "nope"]) == 2
     assert main(["attack", "--run", str(run), "--n", "0", "--data-file", str(data)]) == 2

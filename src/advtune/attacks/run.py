@@ -132,6 +132,7 @@ def attack_run(
             **{"candidates": table.name, "similarity_model": encoder.name, "candidate_check": recipe is None},
             "pos_check": tagger is not None and plan.pos_consistency,
             "resumed_examples": len(done),
+            "device": str(next(loaded.model.parameters()).device),
             "machine": probe.finish(),
         }
         runs.write_json_atomic(out_dir / runs.METRICS, metrics)
