@@ -1,5 +1,5 @@
 # Two commands for a fresh machine:  make demo  (main job)   make test  (full test suite)
-# and the fast inner loop:            make check (unit tier, tiny random models, about 1.5 minutes)
+# and the fast inner loop:            make check (unit tier, tiny random models, 1.5-2 minutes)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
