@@ -285,8 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     kinds = [k for k in args.orders.split(",") if k] + ([] if args.no_textattack else args.textattack.split(","))
     textattack = None if args.no_textattack else import_textattack()
-    loaded = load_run(args.run)
-    loaded.model.to(args.device)
+    loaded = load_run(args.run, device=args.device)
     examples = load_examples(args.task, args.split, args.n, args.data_dir)
     table, budget = load_candidates(data_dir=args.data_dir), get_budget("textdefender-v1")
     runs = []

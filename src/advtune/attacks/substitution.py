@@ -221,19 +221,21 @@ def length_batches(
     if not args or not args[0]:
         return
     enc = tokenizer(*args, truncation=True, max_length=max_length)
-    lengths = np.array([len(ids) for ids in enc["input_ids"]])
-    order = np.argsort(lengths, kind="stable")
+    lengths = [len(ids) for ids in enc["input_ids"]]
+
+    def padded(batch: list[int]) -> tuple[np.ndarray, Any]:
+        return np.array(batch), tokenizer.pad({k: [v[j] for j in batch] for k, v in enc.items()}, return_tensors="pt")
+
     batch: list[int] = []
-    for i in [*order, None]:
-        full = i is None or len(batch) == batch_size
-        if batch and not full and lengths[i] * (len(batch) + 1) > max_padding * (lengths[batch].sum() + lengths[i]):
-            full = True
-        if full and batch:
-            rows = np.array(batch)
-            yield rows, tokenizer.pad({k: [v[j] for j in rows] for k, v in enc.items()}, return_tensors="pt")
-            batch = []
-        if i is not None:
-            batch.append(int(i))
+    real = 0  # the batch's real tokens
+    for i in np.argsort(lengths, kind="stable").tolist():  # shortest first: the newest text is the longest
+        if batch and (len(batch) == batch_size or lengths[i] * (len(batch) + 1) > max_padding * (real + lengths[i])):
+            yield padded(batch)
+            batch, real = [], 0
+        batch.append(i)
+        real += lengths[i]
+    if batch:
+        yield padded(batch)
 
 
 class SentenceEncoder:
